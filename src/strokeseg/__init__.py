@@ -1,0 +1,6 @@
+"""strokeseg: five published stroke-lesion segmentation methods as MONAI bundles."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

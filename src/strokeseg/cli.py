@@ -1,0 +1,181 @@
+"""The ``strokeseg`` command (python-fire): synth, datalist, demo, evaluate, verify, bench.
+
+Each verb is a thin function that imports its implementation lazily, so ``strokeseg --help`` stays
+fast and one verb's heavy dependencies are not loaded by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import fire
+
+from strokeseg.errors import StrokesegError
+
+__all__ = ["main", "synth", "datalist", "demo", "evaluate", "verify", "bench"]
+
+
+def synth(
+    layout: str,
+    out: str,
+    cases: int = 4,
+    test_cases: int = 0,
+    seed: int = 0,
+    difficulty: str = "standard",
+    overwrite: bool = False,
+    preview: bool = False,
+) -> str:
+    """Write a synthetic stroke dataset in the exact on-disk layout of LAYOUT into OUT.
+
+    Args:
+        layout: isles2015_siss | isles2015_spes | isles2017 | isles2018 | isles2022.
+        out: output folder (must be empty unless --overwrite).
+        cases: number of training cases (with labels).
+        test_cases: number of unlabelled test cases.
+        seed: same seed ⇒ byte-identical files.
+        difficulty: easy | standard | hard (contrast, lesion size, confounders).
+        overwrite: allow writing into a non-empty folder.
+        preview: also write a PNG montage per case (``<out>/preview/``).
+    """
+    from strokeseg.data.phantoms import synthesize_dataset
+
+    result = synthesize_dataset(
+        layout,
+        out,
+        cases=cases,
+        test_cases=test_cases,
+        seed=seed,
+        difficulty=difficulty,
+        overwrite=overwrite,
+        preview=preview,
+    )
+    return str(result)
+
+
+def datalist(
+    layout: str,
+    root: str,
+    out: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    allow_incomplete: bool = False,
+) -> str:
+    """Discover the cases of a real (or synthetic) ISLES tree and write a MONAI datalist JSON.
+
+    Args:
+        layout: isles2015_siss | isles2015_spes | isles2017 | isles2018 | isles2022.
+        root: root folder of the dataset as downloaded.
+        out: JSON file to write (default: ``<root>/datalist.json``).
+        folds: number of cross-validation folds (assigned per patient where derivable).
+        seed: seed of the fold assignment.
+        allow_incomplete: skip incomplete cases with a warning instead of failing.
+    """
+    from strokeseg.data.datalist import build_datalist, write_datalist
+
+    data = build_datalist(layout, root, folds=folds, seed=seed, allow_incomplete=allow_incomplete)
+    return str(write_datalist(data, out if out is not None else f"{root}/datalist.json"))
+
+
+def demo(out: str = "demo_out", bundles: str | list[str] | None = None, quick: bool = True) -> str:
+    """Synthesise small datasets for every layout, build datalists and previews, run the bundles' quick
+    pipelines (train → infer → evaluate → export) and write ``<out>/README.md``.
+
+    Args:
+        out: output folder.
+        bundles: comma-separated bundle names to run (default: every bundle in ``bundles/``).
+        quick: use each bundle's ``configs/quick.json`` budget.
+    """
+    from strokeseg.demo import run_demo
+
+    return str(run_demo(out, bundles=bundles, quick=quick))
+
+
+def evaluate(
+    pred: str,
+    labels: str,
+    out: str = "eval_out",
+    threshold: float = 0.5,
+    connectivity: int | None = None,
+    per_slice: bool = False,
+    small_lesion_voxels: float | None = None,
+    figures: bool = True,
+) -> str:
+    """Compare a folder of predictions with a label folder or a datalist JSON and write a report.
+
+    Args:
+        pred: folder of predictions named by case (``<case>_seg.nii.gz``, ``<case>/<case>_seg.nii.gz`` or ``<case>.nii.gz``).
+        labels: folder of reference masks named by case, or a datalist JSON with ``label`` entries.
+        out: report folder (metrics.csv, summary.json, summary.md, figures/).
+        threshold: binarisation threshold for soft predictions.
+        connectivity: connected-component connectivity (default: full for the chosen dimensionality).
+        per_slice: lesion-wise metrics on 2-D components per axial slice (as seed 000 did).
+        small_lesion_voxels: mean lesion size splitting small/large cases (default: the cohort mean).
+        figures: write PNG figures.
+    """
+    from strokeseg.metrics.report import evaluate_folders
+
+    return str(
+        evaluate_folders(
+            pred,
+            labels,
+            out,
+            threshold=threshold,
+            connectivity=connectivity,
+            per_slice=per_slice,
+            small_lesion_voxels=small_lesion_voxels,
+            figures=figures,
+        )
+    )
+
+
+def verify(bundle: str, workdir: str | None = None, train: bool = True) -> str:
+    """Run every check of bundles.md on BUNDLE offline and print a pass/fail line per check.
+
+    Args:
+        bundle: bundle folder, e.g. ``bundles/stroke_dwi_edd_muscle``.
+        workdir: where the smoke runs write (default: a temporary folder).
+        train: include the one-epoch train / evaluate / infer smoke run (check 6).
+    """
+    from strokeseg.bundle.verify import verify_bundle
+
+    report = verify_bundle(bundle, workdir=workdir, train=train)
+    return report.summary()
+
+
+def bench(bundles: str | list[str] | None = None, out: str = "bench.json") -> str:
+    """Measure the performance ratios of performance.md and write ``bench.json`` + ``bench.md``.
+
+    Args:
+        bundles: comma-separated bundle names (default: all) or ``synth`` / ``evaluate`` for the
+            shared components.
+        out: JSON file to write.
+    """
+    from strokeseg.bench import run_bench
+
+    return str(run_bench(bundles=bundles, out=out))
+
+
+COMMANDS = {
+    "synth": synth,
+    "datalist": datalist,
+    "demo": demo,
+    "evaluate": evaluate,
+    "verify": verify,
+    "bench": bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``strokeseg`` console script; our own errors exit 2 with their message."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        fire.Fire(COMMANDS, command=argv, name="strokeseg")
+    except StrokesegError as err:
+        print(f"strokeseg: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset layouts (real ISLES trees → MONAI datalists) and the synthetic stroke phantom generator."""
