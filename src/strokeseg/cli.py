@@ -139,7 +139,11 @@ def verify(bundle: str, workdir: str | None = None, train: bool = True) -> str:
     """
     from strokeseg.bundle.verify import verify_bundle
 
+    from strokeseg.errors import BundleError
+
     report = verify_bundle(bundle, workdir=workdir, train=train)
+    if not report.ok:
+        raise BundleError(report.summary())
     return report.summary()
 
 

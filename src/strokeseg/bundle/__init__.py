@@ -1,0 +1,1 @@
+"""Bundle tooling: the offline checks of bundles.md (`strokeseg verify`)."""
