@@ -1,0 +1,281 @@
+"""Lesion-centred 2-D training patches with a random offset (EDD Net, seed 000 §4.2).
+
+Each lesion patch is cut around a random lesion voxel, with that voxel placed at a uniformly random position
+inside the patch, so the patches mix lesion and tissue; a share of patches is taken around random brain voxels
+with no requirement on lesion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from copy import deepcopy
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms.traits import MultiSampleTrait
+from monai.utils import convert_to_tensor, ensure_tuple_rep
+
+from strokeseg.errors import DataError
+from strokeseg.transforms.intensity import source_name
+
+__all__ = ["RandLesionPatch2D", "RandLesionPatch2Dd", "patch_affine"]
+
+# seed 000, Table 3: 64 × 64 training patches gave the best Dice.
+EDD_PATCH_SIZE = (64, 64)
+# Not in seed 000 (method sheet knob): a small share of lesion-agnostic patches so the net also sees healthy slices.
+DEFAULT_BACKGROUND_RATIO = 0.1
+
+
+def patch_affine(affine: torch.Tensor, origin: Sequence[int]) -> torch.Tensor:
+    """Affine of a 2-D patch whose pixel ``(0, 0)`` is voxel ``origin = (row, col, slice)`` of the volume.
+
+    The result stays 4 × 4 (the patch is a one-slice image embedded in the volume's world space): patch pixel
+    ``(a, b)`` maps to the world position of volume voxel ``(row + a, col + b, slice)``.
+
+    Args:
+        affine: ``(4, 4)`` voxel-to-world affine of the volume.
+        origin: ``(row, col, slice)`` voxel index of the patch's first pixel (may lie outside the volume).
+    """
+    shift = torch.eye(4, dtype=torch.float64)
+    shift[:3, 3] = torch.as_tensor([float(v) for v in origin], dtype=torch.float64)
+    return affine.to(torch.float64) @ shift
+
+
+class RandLesionPatch2D(Randomizable, Transform, MultiSampleTrait):
+    """Cut ``num_samples`` 2-D axial patches from a ``(C, H, W, D)`` volume, centred on lesions with a random offset.
+
+    Lesion patches: a lesion voxel ``(x, y, z)`` is drawn uniformly among all label voxels > 0 and placed at a
+    uniformly random pixel ``(u, v)`` of the patch, i.e. the patch covers rows ``x - u … x - u + h - 1`` and
+    columns ``y - v … y - v + w - 1`` of slice ``z`` (seed 000 §4.2). Each patch is a background patch with
+    probability ``background_ratio``: the same construction around a random brain voxel (any image channel
+    != 0), so it always touches the brain; a volume without lesion gives background patches only, one without
+    brain voxels patches around random voxels. All draws use ``self.R`` at once (no loop over voxels).
+
+    MONAI's ``RandCropByPosNegLabel`` centres crops on voxels and shifts crops back inside the image, which
+    removes the random offset of seed 000 and cannot cut a 2-D patch out of a 3-D volume, hence this transform.
+
+    Where a patch leaves the slice it is padded: images with ``image_pad_value``, labels with 0.
+
+    Args:
+        patch_size: ``(h, w)`` of the patches (64 × 64 in seed 000) or one int.
+        num_samples: number of patches per call.
+        background_ratio: probability of a patch being a lesion-agnostic brain patch (default 0.1).
+        image_pad_value: value outside the slice for images; ``None`` = each channel's volume minimum. The
+            default 0 is the background of both raw skull-stripped DWI and EDD-normalised volumes (whose
+            minimum lies inside the brain, so padding with it would draw an edge the network never sees at
+            inference, where slices are padded with 0).
+
+    Raises:
+        DataError: image and label have different spatial shapes or are not ``(C, H, W, D)``.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        patch_size: Sequence[int] | int = EDD_PATCH_SIZE,
+        num_samples: int = 1,
+        background_ratio: float = DEFAULT_BACKGROUND_RATIO,
+        image_pad_value: float | None = 0.0,
+    ) -> None:
+        self.patch_size = tuple(int(s) for s in ensure_tuple_rep(patch_size, 2))
+        if min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be positive, got {patch_size}.")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if not 0.0 <= background_ratio <= 1.0:
+            raise ValueError(f"background_ratio must be in [0, 1], got {background_ratio}.")
+        self.num_samples = int(num_samples)
+        self.background_ratio = float(background_ratio)
+        self.image_pad_value = image_pad_value
+        self.origins = np.zeros((0, 3), dtype=np.int64)
+        self.is_lesion = np.zeros(0, dtype=bool)
+
+    def randomize(self, label: NdarrayOrTensor | None, image: NdarrayOrTensor | None = None) -> None:
+        """Draw the patch origins ``(row, col, slice)`` of the next call from ``label`` (and ``image``'s brain).
+
+        Args:
+            label: ``(C_l, H, W, D)`` reference; voxels > 0 in any channel are lesion. ``None`` = no lesion.
+            image: ``(C, H, W, D)`` image giving the brain mask (any channel != 0) for background patches.
+        """
+        if label is None and image is None:
+            raise ValueError("RandLesionPatch2D.randomize needs a label or an image to know the volume's shape.")
+        reference = label if label is not None else image
+        spatial = tuple(reference.shape[1:])
+        if len(spatial) != 3 or (label is not None and image is not None and tuple(image.shape[1:]) != spatial):
+            shapes = [tuple(v.shape) for v in (label, image) if v is not None]
+            raise DataError(
+                f"{source_name(reference)}: lesion patches need (C, H, W, D) image and label of one spatial shape; "
+                f"got {shapes}."
+            )
+        lesion_flat = _flat_nonzero(label, positive=True) if label is not None else np.zeros(0, dtype=np.int64)
+
+        n = self.num_samples
+        is_background = self.R.random_sample(n) < self.background_ratio
+        if lesion_flat.size == 0:
+            is_background[:] = True
+        centres = np.empty(n, dtype=np.int64)
+        n_lesion = int((~is_background).sum())
+        if n_lesion:
+            centres[~is_background] = lesion_flat[self.R.randint(lesion_flat.size, size=n_lesion)]
+        n_background = n - n_lesion
+        if n_background:
+            brain_flat = _flat_nonzero(image) if image is not None else np.zeros(0, dtype=np.int64)
+            if brain_flat.size:
+                centres[is_background] = brain_flat[self.R.randint(brain_flat.size, size=n_background)]
+            else:
+                centres[is_background] = self.R.randint(int(np.prod(spatial)), size=n_background)
+        offsets = np.stack([self.R.randint(s, size=n) for s in self.patch_size], axis=1)
+        centre_index = np.stack(np.unravel_index(centres, spatial), axis=1).astype(np.int64)
+        self.origins = centre_index.copy()
+        self.origins[:, :2] -= offsets
+        self.is_lesion = ~is_background
+
+    def crop(self, img: NdarrayOrTensor, pad_value: float | None = None) -> list[torch.Tensor]:
+        """Cut the patches drawn by the last :meth:`randomize` from ``img`` ``(C, H, W, D)`` → list of ``(C, h, w)``.
+
+        Args:
+            img: the volume; a ``MetaTensor`` gives ``MetaTensor`` patches whose affine is :func:`patch_affine`.
+            pad_value: value outside the slice; ``None`` = each channel's minimum over the volume.
+        """
+        name = source_name(img)
+        volume = convert_to_tensor(img, track_meta=False)
+        if volume.ndim != 4:
+            raise DataError(f"{name}: expected a (C, H, W, D) volume, got shape {tuple(volume.shape)}.")
+        channels, height, width, _ = volume.shape
+        if pad_value is None:
+            fill = volume.reshape(channels, -1).amin(dim=1).reshape(channels, 1, 1)
+        else:
+            fill = torch.full((channels, 1, 1), float(pad_value), dtype=volume.dtype, device=volume.device)
+        h, w = self.patch_size
+        patches = []
+        for row0, col0, z in self.origins.tolist():
+            patch = fill.expand(channels, h, w).clone()
+            r_start, r_stop = max(row0, 0), min(row0 + h, height)
+            c_start, c_stop = max(col0, 0), min(col0 + w, width)
+            if r_start < r_stop and c_start < c_stop:
+                patch[:, r_start - row0 : r_stop - row0, c_start - col0 : c_stop - col0] = volume[
+                    :, r_start:r_stop, c_start:c_stop, z
+                ]
+            patches.append(patch)
+        if isinstance(img, MetaTensor):
+            pairs = enumerate(zip(patches, self.origins, strict=True))
+            return [self._with_meta(patch, img, origin, i) for i, (patch, origin) in pairs]
+        return patches
+
+    def _with_meta(self, patch: torch.Tensor, img: MetaTensor, origin: np.ndarray, index: int) -> MetaTensor:
+        meta = deepcopy({k: v for k, v in img.meta.items() if k != "affine"})
+        meta["spatial_shape"] = np.asarray(self.patch_size, dtype=np.int64)
+        meta["patch_index"] = index
+        meta["patch_origin"] = origin.copy()
+        out = MetaTensor(patch, meta=meta)
+        out.affine = patch_affine(img.affine, origin.tolist())
+        return out
+
+    def __call__(
+        self,
+        img: NdarrayOrTensor,
+        label: NdarrayOrTensor | None = None,
+        image: NdarrayOrTensor | None = None,
+        randomize: bool = True,
+    ) -> list[torch.Tensor]:
+        """Draw (unless ``randomize=False``) and cut ``num_samples`` patches ``(C, h, w)`` from ``img``.
+
+        Args:
+            img: ``(C, H, W, D)`` volume to cut.
+            label: ``(C_l, H, W, D)`` lesion reference for the draw (default: no lesion ⇒ brain patches).
+            image: brain-mask source for background patches (default ``img``).
+            randomize: draw new origins first.
+        """
+        if randomize:
+            self.randomize(label, img if image is None else image)
+        return self.crop(img, self.image_pad_value)
+
+
+class RandLesionPatch2Dd(Randomizable, MapTransform, MultiSampleTrait):
+    """Dictionary version of :class:`RandLesionPatch2D`: the same patch origins for every key.
+
+    Returns a list of ``num_samples`` dictionaries (like ``RandCropByPosNegLabeld``, so ``monai.data.Dataset`` +
+    ``DataLoader`` with ``list_data_collate`` flatten them into the batch). Keys not in ``keys`` are deep-copied
+    into every sample. MetaTensor inputs give MetaTensor patches whose 4 × 4 affine places the patch in world
+    space (:func:`patch_affine`) and whose meta holds ``patch_index`` and ``patch_origin`` (row, col, slice); the
+    patches start with an empty transform trace (this crop is not invertible).
+
+    Args:
+        keys: keys of the ``(C, H, W, D)`` volumes to cut (images and label).
+        label_key: key of the lesion reference (voxels > 0 are lesion); padded with 0.
+        patch_size: ``(h, w)`` (64 × 64 in seed 000).
+        num_samples: patches per case.
+        background_ratio: probability of a lesion-agnostic brain patch (default 0.1).
+        image_key: key whose non-zero voxels are the brain (default: the first key that is not ``label_key``).
+        image_pad_value: pad value of image keys (``None`` = volume minimum), see :class:`RandLesionPatch2D`.
+        allow_missing_keys: do not fail on a missing key.
+
+    Raises:
+        DataError: the volumes of one case differ in spatial shape or are not 4-D.
+
+    Example:
+        >>> Compose([RandLesionPatch2Dd(["image", "label"], "label", num_samples=8),
+        ...          RandFlipd(["image", "label"], prob=0.5, spatial_axis=0)])
+    """
+
+    backend = RandLesionPatch2D.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str,
+        patch_size: Sequence[int] | int = EDD_PATCH_SIZE,
+        num_samples: int = 1,
+        background_ratio: float = DEFAULT_BACKGROUND_RATIO,
+        image_key: str | None = None,
+        image_pad_value: float | None = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.label_key = label_key
+        self.image_key = image_key
+        self.sampler = RandLesionPatch2D(patch_size, num_samples, background_ratio, image_pad_value)
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandLesionPatch2Dd:
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(seed, state)
+        return self
+
+    def randomize(self, label: NdarrayOrTensor | None, image: NdarrayOrTensor | None = None) -> None:
+        self.sampler.randomize(label, image)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> list[dict[Hashable, NdarrayOrTensor]]:
+        d = dict(data)
+        image_key = self.image_key or next((k for k in self.keys if k != self.label_key), None)
+        label = d.get(self.label_key)
+        image = d.get(image_key) if image_key is not None else None
+        present = [k for k in self.key_iterator(d)]
+        shapes = {k: tuple(d[k].shape) for k in present}
+        if any(len(s) != 4 for s in shapes.values()) or len({s[1:] for s in shapes.values()}) > 1:
+            name = source_name(d[present[0]]) if present else "<case>"
+            raise DataError(
+                f"{name}: RandLesionPatch2Dd needs (C, H, W, D) volumes of one spatial shape; got {shapes}."
+            )
+        self.randomize(label, image)
+
+        samples: list[dict[Hashable, NdarrayOrTensor]] = [dict(d) for _ in range(self.sampler.num_samples)]
+        for sample in samples:
+            for key in set(d).difference(self.keys):
+                sample[key] = deepcopy(d[key])
+        for key in present:
+            pad = 0.0 if key == self.label_key else self.sampler.image_pad_value
+            for sample, patch in zip(samples, self.sampler.crop(d[key], pad), strict=True):
+                sample[key] = patch
+        return samples
+
+
+def _flat_nonzero(volume: NdarrayOrTensor, positive: bool = False) -> np.ndarray:
+    """Flat spatial indices of the voxels of ``(C, *spatial)`` that are non-zero (``positive``: > 0) in any channel."""
+    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    return np.flatnonzero((array > 0 if positive else array != 0).any(axis=0))
