@@ -1,1 +1,23 @@
-"""strokeseg.postprocessing"""
+"""Post-processing of predicted probability maps, composable in a bundle's ``postprocessing`` (import
+from the submodules).
+
+- :mod:`~strokeseg.postprocessing.thresholds` — THT0 / THT1 threshold fitting on validation voxels
+  (PR and ROC curves, seed 001).
+- :mod:`~strokeseg.postprocessing.morphology` — ``BinaryClosing(d)`` with a ball and the fit of its
+  iterations (FH, seed 001).
+- :mod:`~strokeseg.postprocessing.lesion_size` — ``RemoveSmallLesions(d)`` and the (T_h, S_min) grid
+  search (seed 003).
+- :mod:`~strokeseg.postprocessing.smoothing` — ``SliceMedianSmooth(d)``, the per-slice 2-D median of the
+  soft map (seed 002).
+- :mod:`~strokeseg.postprocessing.fusion` — Bayes fusion of instance and pixel probabilities (seed 000).
+
+Two steps need no code of ours:
+
+- fixed or fitted threshold: MONAI ``AsDiscreted(keys="pred", threshold=t)`` (lesion where
+  ``prob >= t``, the convention the threshold fits use);
+- fold ensemble (seed 003): MONAI ``MeanEnsembled(keys=["pred0", …, "predK"], output_key="pred")``
+  averages the k fold models' probability maps voxel by voxel (the maps must share a grid; tested).
+
+Every tuned value (threshold, closing iterations, S_min) is fitted on validation folds only, returned
+to the caller and stored in the bundle config.
+"""
