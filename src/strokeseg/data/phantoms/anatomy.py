@@ -1,0 +1,268 @@
+"""Per-case subject anatomy: a random smooth deformation of the template and sampling of template-space
+fields directly on a target (native) grid.
+
+The mapping used for sampling goes target voxel → world → subject-intrinsic (undo head pose: rotation
+and scaling) → template (add a smooth displacement). Composing it once and interpolating the template
+maps a single time on each native grid avoids deforming the 1 mm template first and resampling again.
+Interpolation is PyTorch's ``grid_sample`` (trilinear, float32), which MONAI's own resampler wraps; it is
+called directly because the coordinates are computed here, not from an affine alone.
+
+The displacement field is mirror-symmetric about the template's mid-sagittal plane, so the subject's
+hemispheres remain homologous (the template itself is symmetric): the world mid-sagittal plane is
+known exactly and a lesion can be compared with its mirror voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from strokeseg.data.phantoms.grids import Grid
+from strokeseg.data.phantoms.template import Template
+
+__all__ = [
+    "SubjectDeformation",
+    "TissueMaps",
+    "random_deformation",
+    "roi_of_box",
+    "template_points",
+    "template_points_at",
+    "sample_field",
+    "sample_tissue",
+]
+
+_MAX_ROTATION_DEG = 10.0  # data.md §2 step 1
+_MAX_SCALING = 0.08  # data.md §2 step 1
+_ELASTIC_SPACING_MM = 20.0
+_ELASTIC_EXTENT_MM = ((-120.0, 120.0), (-160.0, 120.0), (-120.0, 120.0))  # symmetric in x
+
+
+@dataclass(frozen=True)
+class SubjectDeformation:
+    """Template → subject mapping of one patient.
+
+    A template point ``t`` sits at world ``x = centre + R·diag(scale)·y`` with ``t = y + u(y)``;
+    ``u`` is the smooth displacement sampled from ``elastic``.
+
+    Args:
+        rotation: ``(3, 3)`` head rotation ``R``.
+        scale: ``(3,)`` per-axis scaling.
+        centre_mm: world position of the template origin (``y = 0``).
+        elastic: ``(3, nx, ny, nz)`` float32 displacement (mm) on a regular grid of intrinsic coordinates.
+        elastic_origin_mm: intrinsic position of node (0, 0, 0).
+        elastic_spacing_mm: node spacing.
+    """
+
+    rotation: np.ndarray
+    scale: np.ndarray
+    centre_mm: np.ndarray
+    elastic: np.ndarray
+    elastic_origin_mm: np.ndarray
+    elastic_spacing_mm: float
+
+    @property
+    def elastic_max_mm(self) -> float:
+        """Largest displacement magnitude of the elastic part."""
+        return float(np.sqrt((self.elastic**2).sum(axis=0)).max())
+
+    def to_world(self, template_mm: np.ndarray) -> np.ndarray:
+        """Approximate forward mapping (elastic part ignored, error ≤ ``elastic_max_mm``) of ``(..., 3)`` points."""
+        return self.centre_mm + (np.asarray(template_mm) * self.scale) @ self.rotation.T
+
+    def midsagittal_plane(self) -> tuple[np.ndarray, np.ndarray]:
+        """World point and unit normal (towards the subject's right) of the mid-sagittal plane."""
+        return self.centre_mm.copy(), self.rotation[:, 0].copy()
+
+    def summary(self) -> dict:
+        """JSON-ready description for ``phantom.json``."""
+        angles = Rotation.from_matrix(self.rotation).as_euler("xyz", degrees=True)
+        return {
+            "rotation_deg_xyz": [round(float(a), 3) for a in angles],
+            "scale": [round(float(s), 4) for s in self.scale],
+            "elastic_max_mm": round(self.elastic_max_mm, 3),
+        }
+
+
+def random_deformation(
+    rng: np.random.Generator, brain_centre_mm: np.ndarray, elastic_mm: float = 2.5
+) -> SubjectDeformation:
+    """Draw a head pose (rotation ≤ 10° per axis, scaling ±8 %) and a mild mirror-symmetric elastic field.
+
+    Args:
+        rng: the patient's generator.
+        brain_centre_mm: template point that lands near the world origin (a few mm of jitter).
+        elastic_mm: largest elastic displacement before symmetrisation.
+    """
+    angles = rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG, size=3)
+    rotation = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    scale = 1.0 + rng.uniform(-_MAX_SCALING, _MAX_SCALING, size=3)
+    shape = [int(round((hi - lo) / _ELASTIC_SPACING_MM)) + 1 for lo, hi in _ELASTIC_EXTENT_MM]
+    field = ndimage.gaussian_filter(rng.standard_normal((3, *shape)), sigma=(0, 1, 1, 1))
+    # u_x odd and u_y, u_z even in x: the intrinsic mid-sagittal plane maps onto the template's
+    field[0] = (field[0] - field[0][::-1]) / 2
+    field[1:] = (field[1:] + field[1:, ::-1]) / 2
+    field *= elastic_mm / max(np.abs(field).max(), 1e-6)
+    jitter = rng.uniform(-5.0, 5.0, size=3)
+    centre = jitter - (np.asarray(brain_centre_mm) * scale) @ rotation.T
+    return SubjectDeformation(
+        rotation=rotation,
+        scale=scale,
+        centre_mm=centre,
+        elastic=field.astype(np.float32),
+        elastic_origin_mm=np.array([lo for lo, _ in _ELASTIC_EXTENT_MM]),
+        elastic_spacing_mm=_ELASTIC_SPACING_MM,
+    )
+
+
+def roi_of_box(
+    grid: Grid, deformation: SubjectDeformation, box_min_mm: np.ndarray, box_max_mm: np.ndarray, margin_mm: float = 4.0
+) -> tuple[slice, slice, slice] | None:
+    """Voxel slices of ``grid`` that cover a template-space box once mapped to the subject.
+
+    Returns ``None`` when the box misses the grid.
+    """
+    corners = np.array(np.meshgrid(*zip(box_min_mm, box_max_mm, strict=True), indexing="ij")).reshape(3, -1).T
+    world = deformation.to_world(corners)
+    voxels = (world - grid.affine[:3, 3]) @ np.linalg.inv(grid.affine[:3, :3]).T
+    margin = (margin_mm + deformation.elastic_max_mm) / grid.spacing
+    lo = np.floor(voxels.min(axis=0) - margin).astype(int)
+    hi = np.ceil(voxels.max(axis=0) + margin).astype(int) + 1
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi, grid.shape)
+    if np.any(hi <= lo):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def _intrinsic_matrix(deformation: SubjectDeformation, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (per voxel axis) and offset of the affine voxel → subject-intrinsic mapping."""
+    inv = deformation.rotation / deformation.scale  # R · diag(1/s): world offset row-vector → intrinsic
+    matrix = grid.affine[:3, :3].T @ inv
+    offset = (grid.affine[:3, 3] - deformation.centre_mm) @ inv
+    return torch.from_numpy(matrix.astype(np.float32)), torch.from_numpy(offset.astype(np.float32))
+
+
+def _add_elastic(deformation: SubjectDeformation, intrinsic: torch.Tensor) -> torch.Tensor:
+    elastic = torch.from_numpy(deformation.elastic)[None]
+    displacement = sample_field(
+        elastic, deformation.elastic_origin_mm, deformation.elastic_spacing_mm, intrinsic, "border"
+    )
+    return intrinsic + displacement.permute(1, 2, 3, 0)
+
+
+def template_points(deformation: SubjectDeformation, grid: Grid, roi: tuple[slice, ...] | None = None) -> torch.Tensor:
+    """Template coordinates (mm) of the voxels of ``grid`` (or of its ``roi``, slices may have a step),
+    shape ``(I, J, K, 3)`` float32."""
+    roi = roi or tuple(slice(0, n) for n in grid.shape)
+    rows, offset = _intrinsic_matrix(deformation, grid)
+    axes = [torch.arange(r.start, r.stop, r.step or 1, dtype=torch.float32) for r in roi]
+    intrinsic = (
+        axes[0][:, None, None, None] * rows[0]
+        + axes[1][None, :, None, None] * rows[1]
+        + (axes[2][None, None, :, None] * rows[2] + offset)
+    )
+    return _add_elastic(deformation, intrinsic)
+
+
+def template_points_at(deformation: SubjectDeformation, grid: Grid, voxels: np.ndarray) -> torch.Tensor:
+    """Template coordinates (mm) of a list of voxels ``(N, 3)`` of ``grid``, shape ``(1, 1, N, 3)`` float32."""
+    rows, offset = _intrinsic_matrix(deformation, grid)
+    intrinsic = torch.from_numpy(np.asarray(voxels, dtype=np.float32)) @ rows + offset
+    return _add_elastic(deformation, intrinsic[None, None])
+
+
+def sample_field(
+    field: torch.Tensor, origin_mm: np.ndarray, spacing_mm: float, points: torch.Tensor, padding: str = "zeros"
+) -> torch.Tensor:
+    """Trilinear interpolation of an axis-aligned field at template points.
+
+    Args:
+        field: ``(1, C, I, J, K)`` float32 values on the grid ``origin_mm + spacing_mm · index``.
+        origin_mm: ``(3,)`` position of voxel (0, 0, 0).
+        spacing_mm: isotropic voxel size.
+        points: ``(A, B, D, 3)`` positions (mm).
+        padding: ``grid_sample`` padding mode outside the field.
+
+    Returns:
+        ``(C, A, B, D)`` float32 values.
+    """
+    size = torch.tensor(field.shape[2:], dtype=torch.float32)
+    factor = 2.0 / (spacing_mm * (size - 1))
+    shift = -torch.from_numpy(np.asarray(origin_mm, dtype=np.float32)) * factor - 1.0
+    normalised = (points * factor + shift).flip(-1)  # grid_sample wants (x→K, y→J, z→I)
+    out = F.grid_sample(field, normalised[None], mode="bilinear", padding_mode=padding, align_corners=True)
+    return out[0]
+
+
+@dataclass
+class TissueMaps:
+    """Subject tissue on one native grid.
+
+    Args:
+        gm / wm / csf: ``(I, J, K)`` float32 fractions.
+        head: ``(3, I, J, K)`` outer-CSF, skull, scalp fractions, or ``None`` for skull-stripped grids.
+    """
+
+    gm: np.ndarray
+    wm: np.ndarray
+    csf: np.ndarray
+    head: np.ndarray | None = None
+
+    @cached_property
+    def parenchyma(self) -> np.ndarray:
+        """GM + WM fraction."""
+        return self.gm + self.wm
+
+    @cached_property
+    def brain(self) -> np.ndarray:
+        """Boolean brain mask (GM + WM + CSF > 0.5)."""
+        return (self.parenchyma + self.csf) > 0.5
+
+    def without_head(self) -> TissueMaps:
+        """The same tissue, skull-stripped."""
+        return TissueMaps(self.gm, self.wm, self.csf, None)
+
+
+_OCCUPANCY_STEP_MM = 4.0
+
+
+def _occupied(template: Template, deformation: SubjectDeformation, grid: Grid, fields: list) -> np.ndarray:
+    """Voxels of ``grid`` near the subject's tissue: the fields are probed on a ≈4 mm lattice, the hits
+    dilated by one lattice cell and expanded back to voxels (a conservative superset)."""
+    steps = [max(1, int(round(_OCCUPANCY_STEP_MM / s))) for s in grid.spacing]
+    lattice = tuple(slice(0, n, step) for n, step in zip(grid.shape, steps, strict=True))
+    points = template_points(deformation, grid, lattice)
+    presence = sum(sample_field(f, origin, spacing, points).sum(0) for f, origin, spacing in fields) > 0.01
+    presence = ndimage.binary_dilation(presence.numpy(), structure=np.ones((3, 3, 3), dtype=bool))
+    for axis, step in enumerate(steps):
+        presence = np.repeat(presence, step, axis=axis)
+    return presence[: grid.shape[0], : grid.shape[1], : grid.shape[2]]
+
+
+def sample_tissue(template: Template, deformation: SubjectDeformation, grid: Grid, head: bool = False) -> TissueMaps:
+    """Sample the subject's GM/WM/CSF (and head layers when ``head``) on ``grid``.
+
+    Only voxels near the subject's head are interpolated (see :func:`_occupied`); the rest is empty.
+    """
+    shape = tuple(grid.shape)
+    fields = [(template.tissue, template.origin_mm, template.spacing_mm)]
+    if head:
+        fields.append((template.head, template.head_origin_mm, template.coarse_spacing_mm))
+    index = np.flatnonzero(_occupied(template, deformation, grid, fields))
+    voxels = np.stack(np.unravel_index(index, shape), axis=-1)
+    points = template_points_at(deformation, grid, voxels)
+    sampled = [sample_field(f, origin, spacing, points)[:, 0, 0].numpy() for f, origin, spacing in fields]
+    gm, wm, csf = (np.zeros(shape, dtype=np.float32) for _ in range(3))
+    for target, values in zip((gm, wm, csf), sampled[0], strict=True):
+        target.ravel()[index] = values
+    layers = None
+    if head:
+        layers = np.zeros((3, *shape), dtype=np.float32)
+        layers.reshape(3, -1)[:, index] = sampled[1]
+    return TissueMaps(gm=gm, wm=wm, csf=csf, head=layers)
