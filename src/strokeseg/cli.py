@@ -100,6 +100,7 @@ def evaluate(
     per_slice: bool = False,
     small_lesion_voxels: float | None = None,
     figures: bool = True,
+    allow_missing: bool = False,
 ) -> str:
     """Compare a folder of predictions with a label folder or a datalist JSON and write a report.
 
@@ -112,6 +113,7 @@ def evaluate(
         per_slice: lesion-wise metrics on 2-D components per axial slice (as seed 000 did).
         small_lesion_voxels: mean lesion size splitting small/large cases (default: the cohort mean).
         figures: write PNG figures.
+        allow_missing: evaluate the cases present on both sides and warn about the others (default: error).
     """
     from strokeseg.metrics.report import evaluate_folders
 
@@ -125,6 +127,7 @@ def evaluate(
             per_slice=per_slice,
             small_lesion_voxels=small_lesion_voxels,
             figures=figures,
+            allow_missing=allow_missing,
         )
     )
 

@@ -98,17 +98,23 @@ class StrictCheckpointLoader(CheckpointLoader):
             ) from err
 
 
-def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "last") -> Path | None:
-    """Newest ``<prefix>_checkpoint_<epoch>.pt`` written by :func:`attach_training_checkpoints`, or ``None``."""
+def _numbered_checkpoints(ckpt_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of every ``<prefix>_checkpoint_<epoch>.pt`` in ``ckpt_dir``, oldest first."""
     folder = Path(ckpt_dir)
     if not folder.is_dir():
-        return None
+        return []
     found = []
     for path in folder.glob(f"{prefix}_checkpoint_*.pt"):
         step = path.stem.rsplit("_", 1)[-1]
         if step.isdigit():
             found.append((int(step), path))
-    return max(found)[1] if found else None
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "last") -> Path | None:
+    """Newest ``<prefix>_checkpoint_<epoch>.pt`` written by :func:`attach_training_checkpoints`, or ``None``."""
+    found = _numbered_checkpoints(ckpt_dir, prefix)
+    return found[-1][1] if found else None
 
 
 def attach_training_checkpoints(
@@ -154,5 +160,9 @@ def attach_training_checkpoints(
         trainer.add_event_handler(Events.EPOCH_COMPLETED, saver)
     start = latest_checkpoint(ckpt_dir, prefix) if resume else None
     if start is not None:
+        # a fresh saver knows nothing of the previous run's files: hand it the newest ones so that
+        # n_saved still holds across resumes (otherwise every resume leaves one more checkpoint behind)
+        previous = _numbered_checkpoints(ckpt_dir, prefix)[-n_saved:]
+        saver.load_state_dict({"_saved": [(step, path.name) for step, path in previous]})
         StrictCheckpointLoader(load_path=str(start), load_dict=to_save, map_location="cpu").attach(trainer)
     return start

@@ -57,7 +57,10 @@ class CheckImage(Transform):
             )
         if self.channels is not None and img.shape[0] != self.channels:
             extra = ""
-            if isinstance(img, MetaTensor) and img.meta.get("original_channel_dim") not in (None, "no_channel"):
+            # MONAI marks a 3-D file with NaN ("no_channel" before 1.3) and several stacked 3-D files with 0;
+            # only a channel axis read from the file itself (-1 for a 4-D NIfTI) means a 4-D series.
+            channel_dim = img.meta.get("original_channel_dim") if isinstance(img, MetaTensor) else None
+            if isinstance(channel_dim, int) and not isinstance(channel_dim, bool) and channel_dim != 0:
                 extra = " (the file holds a 4-D series; a single 3-D volume is expected)"
             raise DataError(f"{name}: expected {self.channels} channel(s), got {img.shape[0]}{extra}")
         if not torch.isfinite(img).all():

@@ -1,0 +1,293 @@
+"""``strokeseg demo``: synthetic data for every layout, then each bundle's quick pipeline, then a report.
+
+The demo drives the bundles exactly as a user would, through ``python -m monai.bundle run`` and
+``ckpt_export`` in subprocesses, on a copy of each bundle (so nothing is written into ``bundles/``).
+Per bundle: quick training (``train.json`` + ``quick.json``), any further training stage
+(``train_<stage>.json`` + ``quick.json``), inference on the synthetic test cases, evaluation of those
+predictions against the phantoms' hidden reference masks with the shared toolkit, TorchScript export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from strokeseg.data.layouts import LAYOUT_NAMES
+from strokeseg.errors import StrokesegError
+
+__all__ = ["run_demo", "BundleRun", "bundle_stages", "default_bundles_dir", "run_monai_bundle"]
+
+logger = logging.getLogger(__name__)
+
+#: cases per layout when no bundle asks for more (quick.json ``demo_cases`` / ``demo_test_cases``)
+DEFAULT_CASES, DEFAULT_TEST_CASES = 3, 1
+
+
+@dataclass
+class BundleRun:
+    """What the demo did with one bundle (times in seconds)."""
+
+    name: str
+    layout: str
+    times: dict[str, float] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    report_dir: Path | None = None
+    export: Path | None = None
+
+
+def default_bundles_dir() -> Path:
+    """``bundles/`` of the source checkout (the package is installed editable from it) or of the cwd."""
+    here = Path(__file__).resolve().parents[2] / "bundles"
+    return here if here.is_dir() else Path.cwd() / "bundles"
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def bundle_stages(bundle: Path) -> list[str]:
+    """Training stages of a bundle: ``train.json`` then every ``train_<stage>.json`` (alphabetical)."""
+    extra = sorted(p.name for p in (bundle / "configs").glob("train_*.json"))
+    return ["train.json", *extra]
+
+
+def run_monai_bundle(args: list[str], log_file: Path, cwd: Path | None = None, timeout: float | None = None) -> float:
+    """Run ``python -m monai.bundle <args>`` with output to ``log_file``; return seconds.
+
+    Raises:
+        StrokesegError: the command failed (the message carries the end of its log).
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log_file.open("w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            timeout=timeout,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
+        raise StrokesegError(f"'monai.bundle {' '.join(args[:3])} …' failed (log: {log_file}):\n{tail}")
+    return seconds
+
+
+def _config_list(*files: str) -> str:
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> BundleRun:
+    from strokeseg.metrics.report import evaluate_folders
+
+    name = bundle_src.name
+    bundle = out / "bundles" / name
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    shutil.copytree(bundle_src, bundle, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval"))
+    train_cfg = _read_json(bundle / "configs" / "train.json")
+    run = BundleRun(name=name, layout=train_cfg["layout"])
+    logs = out / "logs" / name
+    work = out / "runs" / name
+    common = ["--bundle_root", str(bundle), "--dataset_dir", str(data_dir), "--ckpt_dir", str(bundle / "models")]
+    quick_file = ["configs/quick.json"] if quick and (bundle / "configs" / "quick.json").is_file() else []
+
+    for stage in bundle_stages(bundle):
+        files = ["configs/train.json"] + ([] if stage == "train.json" else [f"configs/{stage}"]) + quick_file
+        run.times[stage] = run_monai_bundle(
+            ["run", "--config_file", _config_list(*files), "--output_dir", str(work / "train"), *common],
+            logs / f"{stage.removesuffix('.json')}.log",
+            cwd=bundle,
+        )
+    pred_dir = work / "test_predictions"
+    run.times["inference"] = run_monai_bundle(
+        [
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            str(bundle),
+            "--dataset_dir",
+            str(data_dir),
+            "--output_dir",
+            str(pred_dir),
+            "--infer_split",
+            "test",
+        ],
+        logs / "inference.log",
+        cwd=bundle,
+    )
+    start = time.perf_counter()
+    per_slice = bool(_read_json(bundle / "configs" / "evaluate.json").get("demo_per_slice", False))
+    report_dir = evaluate_folders(
+        pred_dir, data_dir / "reference_test_labels", work / "test_evaluation", per_slice=per_slice
+    )
+    run.times["evaluate"] = time.perf_counter() - start
+    run.report_dir = Path(report_dir)
+    summary_file = run.report_dir / "summary.json"
+    run.summary = _read_json(summary_file)
+    export = work / "model.ts"
+    run.times["export"] = run_monai_bundle(
+        [
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            str(export),
+            "--ckpt_file",
+            str(bundle / "models" / "model.pt"),
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            str(bundle),
+        ],
+        logs / "export.log",
+        cwd=bundle,
+    )
+    run.export = export
+    return run
+
+
+def _summary_value(summary: dict, key: str) -> str:
+    """Mean of a metric from a ``summary.json`` written by :mod:`strokeseg.metrics.report`."""
+    overall = summary.get("overall", summary)
+    entry = overall.get(key)
+    if isinstance(entry, dict):
+        entry = entry.get("mean")
+    if isinstance(entry, (int, float)):
+        return f"{entry:.3f}"
+    return "n/a"
+
+
+def _write_readme(out: Path, datasets: dict[str, dict], runs: list[BundleRun], seconds: float) -> Path:
+    lines = [
+        "# strokeseg demo output",
+        "",
+        "Everything here was generated on this machine from synthetic stroke phantoms "
+        "(`strokeseg synth`). **Synthetic results are not clinical results.**",
+        "",
+        "## Synthetic datasets",
+        "",
+        "| layout | folder | training cases | test cases | datalist | previews | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for layout, info in datasets.items():
+        lines.append(
+            f"| {layout} | `{info['dir'].relative_to(out)}` | {info['training']} | {info['testing']} | "
+            f"`{info['datalist'].relative_to(out)}` | `{info['previews'].relative_to(out)}/` | {info['seconds']:.1f} |"
+        )
+    if runs:
+        lines += [
+            "",
+            "## Bundles (quick configuration, synthetic test cases)",
+            "",
+            "| bundle | layout | Dice | m#FP | m#FN | DR | HD95 (mm) | train s | inference s | report |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for run in runs:
+            train_s = sum(v for k, v in run.times.items() if k.startswith("train"))
+            report = f"`{run.report_dir.relative_to(out)}/summary.md`" if run.report_dir else "n/a"
+            lines.append(
+                f"| {run.name} | {run.layout} | {_summary_value(run.summary, 'dice')} | "
+                f"{_summary_value(run.summary, 'n_fp')} | {_summary_value(run.summary, 'n_fn')} | "
+                f"{_summary_value(run.summary, 'detected')} | {_summary_value(run.summary, 'hd95')} | "
+                f"{train_s:.0f} | {run.times.get('inference', 0):.1f} | {report} |"
+            )
+        lines.append("")
+        for run in runs:
+            figures = sorted((run.report_dir / "figures").glob("*.png")) if run.report_dir else []
+            lines.append(f"### {run.name}")
+            lines.append("")
+            lines.append(f"- TorchScript export: `{run.export.relative_to(out)}`" if run.export else "- export: n/a")
+            for fig in figures:
+                lines.append(f"- ![{fig.stem}]({fig.relative_to(out)})")
+            lines.append("")
+    lines += ["", f"Total wall time: {seconds:.0f} s.", ""]
+    readme = out / "README.md"
+    readme.write_text("\n".join(lines))
+    return readme
+
+
+def run_demo(
+    out: str | Path = "demo_out",
+    bundles: str | list[str] | tuple[str, ...] | None = None,
+    quick: bool = True,
+    seed: int = 0,
+    bundles_dir: str | Path | None = None,
+) -> Path:
+    """Synthesise every layout, build datalists and previews, run the bundles, write ``<out>/README.md``.
+
+    Args:
+        out: output folder (recreated).
+        bundles: bundle names to run (comma-separated string or list); default every bundle folder;
+            ``"none"`` runs only the data part.
+        quick: use each bundle's ``configs/quick.json``.
+        seed: synthetic data seed.
+        bundles_dir: where the bundles live (default: the checkout's ``bundles/``).
+
+    Returns:
+        Path of the README written.
+    """
+    from strokeseg.data.datalist import build_datalist, write_datalist
+    from strokeseg.data.phantoms import synthesize_dataset
+
+    start = time.perf_counter()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(bundles_dir) if bundles_dir is not None else default_bundles_dir()
+    available = sorted(p.name for p in root.iterdir() if (p / "configs" / "train.json").is_file()) if root.is_dir() else []
+    if bundles is None:
+        selected = available
+    elif isinstance(bundles, str):
+        selected = [] if bundles == "none" else [b.strip() for b in bundles.split(",") if b.strip()]
+    else:
+        selected = list(bundles)
+    unknown = sorted(set(selected) - set(available))
+    if unknown:
+        raise StrokesegError(f"unknown bundle(s) {unknown}; available in {root}: {available}")
+
+    sizes = {layout: (DEFAULT_CASES, DEFAULT_TEST_CASES) for layout in LAYOUT_NAMES}
+    for name in selected:
+        train_cfg = _read_json(root / name / "configs" / "train.json")
+        quick_cfg = _read_json(root / name / "configs" / "quick.json")
+        layout = train_cfg["layout"]
+        cases = max(sizes[layout][0], int(quick_cfg.get("demo_cases", DEFAULT_CASES)))
+        test_cases = max(sizes[layout][1], int(quick_cfg.get("demo_test_cases", DEFAULT_TEST_CASES)))
+        sizes[layout] = (cases, test_cases)
+
+    datasets: dict[str, dict] = {}
+    for layout in LAYOUT_NAMES:
+        cases, test_cases = sizes[layout]
+        data_dir = out / "data" / layout
+        t0 = time.perf_counter()
+        logger.info("synthesising %s: %d training + %d test cases", layout, cases, test_cases)
+        synthesize_dataset(
+            layout, data_dir, cases=cases, test_cases=test_cases, seed=seed, overwrite=True, preview=True
+        )
+        datalist = build_datalist(layout, data_dir, folds=min(5, cases), seed=seed)
+        datalist_file = write_datalist(datalist, out / "datalists" / f"{layout}.json")
+        datasets[layout] = {
+            "dir": data_dir,
+            "training": len(datalist["training"]),
+            "testing": len(datalist["testing"]),
+            "datalist": datalist_file,
+            "previews": data_dir / "preview",
+            "seconds": time.perf_counter() - t0,
+        }
+
+    runs = []
+    for name in selected:
+        layout = _read_json(root / name / "configs" / "train.json")["layout"]
+        logger.info("running bundle %s on %s", name, layout)
+        runs.append(_run_bundle(root / name, out, out / "data" / layout, quick))
+    return _write_readme(out, datasets, runs, time.perf_counter() - start)

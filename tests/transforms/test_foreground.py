@@ -1,0 +1,104 @@
+"""``relative_foreground``: noise floor dropped, bright tissue kept, threshold as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.transforms import CropForeground
+
+from strokeseg.transforms.foreground import relative_foreground
+
+
+def _rician(shape: tuple[int, ...], sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Magnitude of complex Gaussian noise: what an MR image shows outside the head (> 0 almost everywhere)."""
+    real = torch.randn(shape, generator=generator) * sigma
+    imag = torch.randn(shape, generator=generator) * sigma
+    return torch.sqrt(real**2 + imag**2)
+
+
+def _head_phantom(shape: tuple[int, ...], box: tuple[slice, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image ``(1, *shape)``: Rician noise (sigma 2) everywhere, tissue 80-120 inside ``box``; and the box mask."""
+    generator = torch.Generator().manual_seed(0)
+    img = _rician((1, *shape), 2.0, generator)
+    head = torch.zeros((1, *shape), dtype=torch.bool)
+    head[(slice(None), *box)] = True
+    tissue = 80.0 + 40.0 * torch.rand((1, *shape), generator=generator)
+    img[head] = tissue[head]
+    return img, head
+
+
+def test_noise_background_dropped_and_head_kept() -> None:
+    img, head = _head_phantom((24, 20, 10), (slice(5, 19), slice(4, 16), slice(2, 8)))
+    assert bool((img > 0).all())  # MONAI's default `x > 0` would keep the whole field of view
+
+    mask = relative_foreground(img)
+
+    assert mask.dtype == torch.bool and mask.shape == img.shape
+    assert torch.equal(mask, head)
+
+
+def test_crop_foreground_with_relative_select_fn_crops_to_the_head() -> None:
+    img, _ = _head_phantom((24, 20, 10), (slice(5, 19), slice(4, 16), slice(2, 8)))
+    assert CropForeground()(img).shape == (1, 24, 20, 10)
+    assert CropForeground(select_fn=relative_foreground)(img).shape == (1, 14, 12, 6)
+
+
+def test_threshold_is_fraction_of_the_quantile_of_positive_voxels() -> None:
+    # positives 1..100: torch's linear 0.99 quantile is 99.01, 0.1 x 99.01 = 9.901 -> values >= 10 kept
+    values = torch.cat([torch.zeros(50), torch.arange(1.0, 101.0)]).reshape(1, 10, 15)
+    mask = relative_foreground(values)
+    assert torch.equal(mask, values >= 10)
+    assert int(mask.sum()) == 91
+
+    # 0.5 x the median (50.5) -> values >= 26 kept; zeros never count towards the level
+    assert torch.equal(relative_foreground(values, fraction=0.5, quantile=0.5), values >= 26)
+
+
+def test_few_hot_voxels_do_not_raise_the_level() -> None:
+    img, head = _head_phantom((24, 20, 10), (slice(5, 19), slice(4, 16), slice(2, 8)))
+    img[0, 0, 0, :3] = 1e5  # three spikes outside the head, 3 of 4800 voxels (< 1 %)
+    mask = relative_foreground(img)
+    expected = head.clone()
+    expected[0, 0, 0, :3] = True
+    assert torch.equal(mask, expected)
+
+
+def test_all_channels_share_one_level() -> None:
+    img = torch.zeros(2, 4, 4, 4)
+    img[0] = 100.0
+    img[1] = 5.0  # dim channel: below 0.1 x the bright channel's level
+    mask = relative_foreground(img)
+    assert bool(mask[0].all()) and not bool(mask[1].any())
+
+
+def test_all_zero_image_has_no_foreground() -> None:
+    mask = relative_foreground(torch.zeros(1, 4, 4, 4))
+    assert mask.dtype == torch.bool and mask.shape == (1, 4, 4, 4)
+    assert not bool(mask.any())
+
+
+def test_negative_only_image_has_no_foreground() -> None:
+    assert not bool(relative_foreground(-torch.ones(1, 3, 3, 3)).any())
+
+
+def _large_case(shape: tuple[int, int, int], head: tuple[slice, slice, slice]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform noise (0.01-3.01, all positive) with a constant 100 box; returns the image and the box mask."""
+    img = torch.rand((1, *shape), generator=torch.Generator().manual_seed(1)) * 3.0 + 0.01
+    img[(0, *head)] = 100.0
+    box = torch.zeros_like(img, dtype=torch.bool)
+    box[(0, *head)] = True
+    return img, box
+
+
+def test_large_image_uses_a_subsample_and_finds_the_same_head() -> None:
+    img, box = _large_case((128, 128, 72), (slice(30, 100), slice(20, 110), slice(10, 60)))
+    assert img.numel() > 1_000_000  # strided subsample branch
+    assert torch.equal(relative_foreground(img), box)
+
+
+@pytest.mark.slow
+def test_image_beyond_torch_quantile_limit() -> None:
+    # 17.0 M positive voxels: more than torch.quantile accepts (2**24), only the subsample makes it work
+    img, box = _large_case((260, 256, 256), (slice(60, 200), slice(50, 210), slice(40, 220)))
+    assert img.numel() > 2**24
+    assert torch.equal(relative_foreground(img), box)

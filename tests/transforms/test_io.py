@@ -1,0 +1,135 @@
+"""``SaveCasePrediction(d)``: case-named path, affine and values preserved, atomic write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor, NibabelWriter
+
+from strokeseg.transforms.io import SaveCasePrediction, SaveCasePredictiond, atomic_nifti_path
+
+
+def _oblique_affine() -> np.ndarray:
+    """Rotated (0.3 rad about z), anisotropic, shifted voxel-to-world matrix."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([0.9, 1.1, 2.5])
+    affine[:3, 3] = (-10.0, 20.0, 5.5)
+    return affine
+
+
+def _partials(folder: Path) -> list[Path]:
+    return sorted(folder.rglob(".partial-*"))
+
+
+def test_mask_written_under_case_name_with_affine_and_values(tmp_path: Path) -> None:
+    affine = _oblique_affine()
+    values = torch.zeros(1, 4, 5, 3)
+    values[0, 1:3, 2:4, 1] = 1.0
+    values[0, 0, 0, 0] = 1.0
+    img = MetaTensor(values, affine=torch.as_tensor(affine))
+
+    path = SaveCasePrediction(tmp_path)(img, "sub-strokecase0007")
+
+    expected = tmp_path / "sub-strokecase0007" / "sub-strokecase0007_seg.nii.gz"
+    assert path == expected
+    assert expected.is_file()
+    assert _partials(tmp_path) == []
+    nii = nib.load(str(expected))
+    assert nii.shape == (4, 5, 3)  # the single channel is squeezed
+    assert nii.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(nii.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(nii.dataobj), values[0].numpy().astype(np.uint8))
+
+
+def test_channel_selects_one_channel_of_a_probability_map(tmp_path: Path) -> None:
+    affine = _oblique_affine()
+    values = torch.rand(2, 4, 5, 3)
+    img = MetaTensor(values, affine=torch.as_tensor(affine))
+
+    path = SaveCasePrediction(tmp_path, postfix="prob", output_dtype=np.float32, channel=1)(img, "case1")
+
+    assert path == tmp_path / "case1" / "case1_prob.nii.gz"
+    nii = nib.load(str(path))
+    assert nii.shape == (4, 5, 3)
+    assert nii.get_data_dtype() == np.float32
+    np.testing.assert_allclose(nii.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(nii.dataobj), values[1].numpy(), atol=1e-7)
+    assert not np.allclose(np.asarray(nii.dataobj), values[0].numpy())
+
+
+def test_failed_write_leaves_no_final_and_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def broken_write(self, filename, verbose=True, **kwargs):
+        Path(filename).write_bytes(b"truncated")  # what a crash half-way through the encoding leaves
+        seen.append(Path(filename))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(NibabelWriter, "write", broken_write)
+    img = MetaTensor(torch.ones(1, 2, 2, 2), affine=torch.eye(4))
+
+    with pytest.raises(OSError, match="disk full"):
+        SaveCasePrediction(tmp_path)(img, "case1")
+
+    final = tmp_path / "case1" / "case1_seg.nii.gz"
+    assert seen == [atomic_nifti_path(final)]  # the writer was given the temporary name, not the final one
+    assert not final.exists()
+    assert _partials(tmp_path) == []
+
+
+def test_failed_write_keeps_the_previous_prediction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saver = SaveCasePrediction(tmp_path)
+    good = MetaTensor(torch.ones(1, 2, 2, 2), affine=torch.eye(4))
+    final = saver(good, "case1")
+    before = final.read_bytes()
+
+    def broken_write(self, filename, verbose=True, **kwargs):
+        Path(filename).write_bytes(b"truncated")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(NibabelWriter, "write", broken_write)
+    with pytest.raises(RuntimeError, match="killed"):
+        saver(MetaTensor(torch.zeros(1, 2, 2, 2), affine=torch.eye(4)), "case1")
+    assert final.read_bytes() == before
+    assert _partials(tmp_path) == []
+
+
+def test_plain_tensor_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="case1.*MetaTensor"):
+        SaveCasePrediction(tmp_path)(torch.ones(1, 2, 2, 2), "case1")
+    assert not (tmp_path / "case1" / "case1_seg.nii.gz").exists()
+
+
+def test_dict_version_records_the_path(tmp_path: Path) -> None:
+    affine = _oblique_affine()
+    pred = MetaTensor(torch.ones(1, 3, 3, 2), affine=torch.as_tensor(affine))
+    out = SaveCasePredictiond(keys="pred", output_dir=tmp_path)({"pred": pred, "case": "sub-01"})
+
+    expected = tmp_path / "sub-01" / "sub-01_seg.nii.gz"
+    assert out["pred_path"] == str(expected)
+    assert out["pred"] is pred
+    nii = nib.load(str(expected))
+    np.testing.assert_allclose(nii.affine, affine, atol=1e-5)
+    assert int(np.asarray(nii.dataobj).sum()) == 18
+
+
+@pytest.mark.parametrize("data", [{}, {"case": ""}, {"case": 3}])
+def test_dict_version_needs_a_case_name(tmp_path: Path, data: dict) -> None:
+    pred = MetaTensor(torch.ones(1, 2, 2, 2), affine=torch.eye(4))
+    with pytest.raises(KeyError, match="case"):
+        SaveCasePredictiond(keys="pred", output_dir=tmp_path)({"pred": pred, **data})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dict_version_custom_case_key(tmp_path: Path) -> None:
+    pred = MetaTensor(torch.ones(1, 2, 2, 2), affine=torch.eye(4))
+    saver = SaveCasePredictiond(keys="pred", output_dir=tmp_path, case_key="subject")
+    with pytest.raises(KeyError, match="subject"):
+        saver({"pred": pred, "case": "a"})
+    out = saver({"pred": pred, "subject": "b"})
+    assert Path(out["pred_path"]) == tmp_path / "b" / "b_seg.nii.gz"
