@@ -7,6 +7,7 @@ this module. Connected components use ``scipy.ndimage.label``; patches use one `
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ __all__ = [
     "multiscale_candidate_patches",
     "mine_muscle_samples",
     "balanced_sample_weights",
+    "require_samples",
     "EddMuscleInferer",
 ]
+
+logger = logging.getLogger(__name__)
 
 # seed 000 authors' code (utils.muscle_input): EDD probability threshold and the small-candidate size cut
 # (components of fewer than 60 pixels are evaluated; §5.4: 99 % of EDD false positives had <= 60 px).
@@ -288,6 +292,28 @@ def balanced_sample_weights(samples: Sequence[dict[str, Any]]) -> list[float]:
         raise ValueError("balanced_sample_weights: labels must be non-negative class indices.")
     counts = np.bincount(labels)
     return (1.0 / counts[labels]).tolist()
+
+
+def require_samples(samples: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """Return ``samples`` unchanged, or fail clearly when the mining found nothing to train MUSCLE on.
+
+    Raises:
+        DataError: no candidate was mined (the EDD Net produced no component smaller than the size cut on
+            any training case), so MUSCLE Net has nothing to learn.
+    """
+    if len(samples) == 0:
+        raise DataError(
+            "MUSCLE mining found no small EDD candidate on the training cases, so MUSCLE Net has nothing to learn; "
+            "train the EDD Net longer, or run inference without MUSCLE (--use_muscle false)."
+        )
+    labels = [int(s["label"]) for s in samples]
+    logger.info(
+        "MUSCLE mining: %d candidates (%d true lesions, %d false positives)",
+        len(labels),
+        sum(labels),
+        len(labels) - sum(labels),
+    )
+    return samples
 
 
 class EddMuscleInferer(Inferer):
