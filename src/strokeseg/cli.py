@@ -105,7 +105,8 @@ def evaluate(
     """Compare a folder of predictions with a label folder or a datalist JSON and write a report.
 
     Args:
-        pred: folder of predictions named by case (``<case>_seg.nii.gz``, ``<case>/<case>_seg.nii.gz`` or ``<case>.nii.gz``).
+        pred: folder of predictions named by case (``<case>_seg.nii.gz``, ``<case>/<case>_seg.nii.gz`` or
+            ``<case>.nii.gz``).
         labels: folder of reference masks named by case, or a datalist JSON with ``label`` entries.
         out: report folder (metrics.csv, summary.json, summary.md, figures/).
         threshold: binarisation threshold for soft predictions.
@@ -141,7 +142,6 @@ def verify(bundle: str, workdir: str | None = None, train: bool = True) -> str:
         train: include the one-epoch train / evaluate / infer smoke run (check 6).
     """
     from strokeseg.bundle.verify import verify_bundle
-
     from strokeseg.errors import BundleError
 
     report = verify_bundle(bundle, workdir=workdir, train=train)

@@ -109,11 +109,12 @@ def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> Bun
             cwd=bundle,
         )
     pred_dir = work / "test_predictions"
+    infer_config = _config_list("configs/inference.json", *quick_file)
     run.times["inference"] = run_monai_bundle(
         [
             "run",
             "--config_file",
-            "configs/inference.json",
+            infer_config,
             "--bundle_root",
             str(bundle),
             "--dataset_dir",
@@ -127,7 +128,7 @@ def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> Bun
         cwd=bundle,
     )
     start = time.perf_counter()
-    per_slice = bool(_read_json(bundle / "configs" / "evaluate.json").get("demo_per_slice", False))
+    per_slice = bool(_read_json(bundle / "configs" / "evaluate.json").get("lesion_per_slice", False))
     report_dir = evaluate_folders(
         pred_dir, data_dir / "reference_test_labels", work / "test_evaluation", per_slice=per_slice
     )
@@ -147,7 +148,7 @@ def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> Bun
             "--meta_file",
             "configs/metadata.json",
             "--config_file",
-            "configs/inference.json",
+            infer_config,
             "--bundle_root",
             str(bundle),
         ],
@@ -245,7 +246,8 @@ def run_demo(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = Path(bundles_dir) if bundles_dir is not None else default_bundles_dir()
-    available = sorted(p.name for p in root.iterdir() if (p / "configs" / "train.json").is_file()) if root.is_dir() else []
+    candidates = root.iterdir() if root.is_dir() else []
+    available = sorted(p.name for p in candidates if (p / "configs" / "train.json").is_file())
     if bundles is None:
         selected = available
     elif isinstance(bundles, str):

@@ -139,7 +139,9 @@ def get_layout(name: str) -> Layout:
         raise ValueError(f"unknown layout {name!r}; expected one of: {', '.join(LAYOUT_NAMES)}") from None
 
 
-_TOKEN_RE = re.compile(r"^(?P<prefix>[^.]+)\.Brain[^.]*\.(?:[^.]+\.)*?(?P<token>[A-Za-z0-9_]+)\.(?P<id>\d+)(?:\.nii(?:\.gz)?)?$")
+_TOKEN_RE = re.compile(
+    r"^(?P<prefix>[^.]+)\.Brain[^.]*\.(?:[^.]+\.)*?(?P<token>[A-Za-z0-9_]+)\.(?P<id>\d+)(?:\.nii(?:\.gz)?)?$"
+)
 
 
 def modality_token(name: str) -> str | None:

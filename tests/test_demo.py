@@ -1,0 +1,47 @@
+"""``strokeseg demo``: the data part end to end (every layout synthesised, datalists, previews, README)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import strokeseg.demo as demo
+from strokeseg.cli import main
+from strokeseg.data.layouts import LAYOUT_NAMES
+from strokeseg.errors import StrokesegError
+
+
+def test_demo_data_part_writes_every_layout_and_a_readme(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "DEFAULT_CASES", 1)
+    monkeypatch.setattr(demo, "DEFAULT_TEST_CASES", 1)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--bundles", "none"]) == 0
+    out = tmp_path / "demo"
+    readme = (out / "README.md").read_text()
+    assert "not clinical results" in readme
+    for layout in LAYOUT_NAMES:
+        datalist = json.loads((out / "datalists" / f"{layout}.json").read_text())
+        assert datalist["layout"] == layout
+        assert len(datalist["training"]) == 1 and len(datalist["testing"]) == 1
+        assert all("label" in case for case in datalist["training"])
+        assert all("label" not in case for case in datalist["testing"])
+        assert len(list((out / "data" / layout / "preview").glob("*.png"))) == 2
+        assert f"| {layout} |" in readme
+
+
+def test_demo_refuses_an_unknown_bundle(tmp_path):
+    with pytest.raises(StrokesegError, match="unknown bundle"):
+        demo.run_demo(tmp_path, bundles="no_such_bundle")
+
+
+def test_bundle_stages_lists_train_first_then_extra_stages():
+    stages = demo.bundle_stages(demo.default_bundles_dir() / "stroke_dwi_edd_muscle")
+    assert stages[0] == "train.json"
+    assert "train_muscle.json" in stages
+
+
+@pytest.mark.slow
+def test_full_demo_runs_the_edd_bundle(tmp_path):
+    readme = demo.run_demo(tmp_path / "demo", bundles="stroke_dwi_edd_muscle")
+    text = readme.read_text()
+    assert "stroke_dwi_edd_muscle" in text and "model.ts" in text
