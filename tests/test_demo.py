@@ -45,3 +45,17 @@ def test_full_demo_runs_the_edd_bundle(tmp_path):
     readme = demo.run_demo(tmp_path / "demo", bundles="stroke_dwi_edd_muscle")
     text = readme.read_text()
     assert "stroke_dwi_edd_muscle" in text and "model.ts" in text
+
+
+@pytest.mark.parametrize(("text", "expected"), [("false", False), ("False", False), ("0", False), ("yes", True)])
+def test_cli_flags_accept_textual_booleans(text, expected):
+    from strokeseg.cli import as_bool
+
+    assert as_bool(text) is expected
+
+
+def test_cli_flags_reject_nonsense():
+    from strokeseg.cli import as_bool
+
+    with pytest.raises(StrokesegError, match="--train expects true/false"):
+        as_bool("maybe", "train")

@@ -13,7 +13,28 @@ import fire
 
 from strokeseg.errors import StrokesegError
 
-__all__ = ["main", "synth", "datalist", "demo", "evaluate", "verify", "bench"]
+__all__ = ["main", "synth", "datalist", "demo", "evaluate", "verify", "bench", "as_bool"]
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def as_bool(value: object, name: str = "flag") -> bool:
+    """Interpret a command-line flag value: fire passes ``--flag false`` through as the *string* ``"false"``.
+
+    Raises:
+        StrokesegError: the value is not a recognisable boolean.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise StrokesegError(f"--{name} expects true/false, got {value!r}")
 
 
 def synth(
@@ -47,8 +68,8 @@ def synth(
         test_cases=test_cases,
         seed=seed,
         difficulty=difficulty,
-        overwrite=overwrite,
-        preview=preview,
+        overwrite=as_bool(overwrite, "overwrite"),
+        preview=as_bool(preview, "preview"),
     )
     return str(result)
 
@@ -73,7 +94,8 @@ def datalist(
     """
     from strokeseg.data.datalist import build_datalist, write_datalist
 
-    data = build_datalist(layout, root, folds=folds, seed=seed, allow_incomplete=allow_incomplete)
+    incomplete = as_bool(allow_incomplete, "allow_incomplete")
+    data = build_datalist(layout, root, folds=folds, seed=seed, allow_incomplete=incomplete)
     return str(write_datalist(data, out if out is not None else f"{root}/datalist.json"))
 
 
@@ -88,7 +110,7 @@ def demo(out: str = "demo_out", bundles: str | list[str] | None = None, quick: b
     """
     from strokeseg.demo import run_demo
 
-    return str(run_demo(out, bundles=bundles, quick=quick))
+    return str(run_demo(out, bundles=bundles, quick=as_bool(quick, "quick")))
 
 
 def evaluate(
@@ -127,8 +149,8 @@ def evaluate(
             connectivity=connectivity,
             per_slice=per_slice,
             small_lesion_voxels=small_lesion_voxels,
-            figures=figures,
-            allow_missing=allow_missing,
+            figures=as_bool(figures, "figures"),
+            allow_missing=as_bool(allow_missing, "allow_missing"),
         )
     )
 
@@ -144,7 +166,7 @@ def verify(bundle: str, workdir: str | None = None, train: bool = True) -> str:
     from strokeseg.bundle.verify import verify_bundle
     from strokeseg.errors import BundleError
 
-    report = verify_bundle(bundle, workdir=workdir, train=train)
+    report = verify_bundle(bundle, workdir=workdir, train=as_bool(train, "train"))
     if not report.ok:
         raise BundleError(report.summary())
     return report.summary()
