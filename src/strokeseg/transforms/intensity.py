@@ -7,25 +7,16 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
 from strokeseg.errors import DataError
+from strokeseg.transforms.validation import source_name
 
-__all__ = ["EDDNormaliseIntensity", "EDDNormaliseIntensityd", "source_name"]
+__all__ = ["EDDNormaliseIntensity", "EDDNormaliseIntensityd"]
 
 # seed 000 authors' code (utils.norm): the top 1 % of brain intensities are left out of mean and std.
 EDD_KEEP_FRACTION = 0.99
-
-
-def source_name(img: NdarrayOrTensor) -> str:
-    """The file an array came from (``meta["filename_or_obj"]``) or ``"<in-memory array>"``, for error messages."""
-    if isinstance(img, MetaTensor):
-        name = img.meta.get("filename_or_obj")
-        if name:
-            return str(name)
-    return "<in-memory array>"
 
 
 class EDDNormaliseIntensity(Transform):

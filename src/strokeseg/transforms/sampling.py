@@ -19,7 +19,7 @@ from monai.transforms.traits import MultiSampleTrait
 from monai.utils import convert_to_tensor, ensure_tuple_rep
 
 from strokeseg.errors import DataError
-from strokeseg.transforms.intensity import source_name
+from strokeseg.transforms.validation import source_name
 
 __all__ = ["RandLesionPatch2D", "RandLesionPatch2Dd", "patch_affine"]
 
