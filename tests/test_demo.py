@@ -59,3 +59,11 @@ def test_cli_flags_reject_nonsense():
 
     with pytest.raises(StrokesegError, match="--train expects true/false"):
         as_bool("maybe", "train")
+
+
+def test_summary_values_come_from_the_report_layout():
+    summary = {"metrics": {"dice": {"mean": 0.8123, "std": 0.1}}, "lesionwise": {"m#FP": 1.5, "DR": None}}
+    assert demo._summary_value(summary, "dice") == "0.812"
+    assert demo._summary_value(summary, "m#FP") == "1.500"
+    assert demo._summary_value(summary, "DR") == "n/a"
+    assert demo._summary_value(summary, "hd95") == "n/a"

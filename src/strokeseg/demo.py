@@ -160,14 +160,13 @@ def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> Bun
 
 
 def _summary_value(summary: dict, key: str) -> str:
-    """Mean of a metric from a ``summary.json`` written by :mod:`strokeseg.metrics.report`."""
-    overall = summary.get("overall", summary)
-    entry = overall.get(key)
-    if isinstance(entry, dict):
-        entry = entry.get("mean")
-    if isinstance(entry, (int, float)):
-        return f"{entry:.3f}"
-    return "n/a"
+    """A number from a ``summary.json`` of :mod:`strokeseg.metrics.report`: a lesion-wise summary row
+    (``m#FP``, ``DR``, …) or the mean of a per-case metric (``dice``, ``hd95``, …)."""
+    value = summary.get("lesionwise", {}).get(key)
+    if value is None:
+        entry = summary.get("metrics", {}).get(key)
+        value = entry.get("mean") if isinstance(entry, dict) else None
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _write_readme(out: Path, datasets: dict[str, dict], runs: list[BundleRun], seconds: float) -> Path:
@@ -200,8 +199,8 @@ def _write_readme(out: Path, datasets: dict[str, dict], runs: list[BundleRun], s
             report = f"`{run.report_dir.relative_to(out)}/summary.md`" if run.report_dir else "n/a"
             lines.append(
                 f"| {run.name} | {run.layout} | {_summary_value(run.summary, 'dice')} | "
-                f"{_summary_value(run.summary, 'n_fp')} | {_summary_value(run.summary, 'n_fn')} | "
-                f"{_summary_value(run.summary, 'detected')} | {_summary_value(run.summary, 'hd95')} | "
+                f"{_summary_value(run.summary, 'm#FP')} | {_summary_value(run.summary, 'm#FN')} | "
+                f"{_summary_value(run.summary, 'DR')} | {_summary_value(run.summary, 'hd95')} | "
                 f"{train_s:.0f} | {run.times.get('inference', 0):.1f} | {report} |"
             )
         lines.append("")
