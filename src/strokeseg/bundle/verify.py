@@ -403,12 +403,17 @@ def _absent_required_properties(workflow: Any) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- check 4
 
+#: smallest spatial size of the eager-vs-TorchScript comparison input (check 5)
+EXPORT_MIN_SIZE = 32
 
-def _input_shape(meta: dict) -> tuple[int, ...]:
-    """``(1, C, *spatial)`` of the metadata's ``image`` input, with ``n = p = 1`` and ``*`` = 1.
 
-    MONAI's own expansion of ``"16*n"``-style entries is used, so this is the shape ``verify_net_in_out``
-    and traced ``ckpt_export`` build.
+def _input_shape(meta: dict, min_size: int = 1) -> tuple[int, ...]:
+    """``(1, C, *spatial)`` of the metadata's ``image`` input, with ``p = 1``, ``*`` = 1 and the smallest ``n``
+    that makes every ``"k*n"`` dimension at least ``min_size`` (``n = 1`` by default).
+
+    MONAI's own expansion of ``"16*n"``-style entries is used, so with ``min_size=1`` this is the shape
+    ``verify_net_in_out`` and traced ``ckpt_export`` build; the export comparison asks for a larger one, so
+    that the network's deeper layers see more than a single pixel.
     """
     from monai.bundle.scripts import _get_fake_spatial_shape
 
@@ -420,7 +425,12 @@ def _input_shape(meta: dict) -> tuple[int, ...]:
             "configs/metadata.json: network_data_format#inputs#image needs an int 'num_channels' and a "
             f"'spatial_shape' list ({type(err).__name__}: {err})"
         ) from err
-    return (1, channels, *_get_fake_spatial_shape(spatial))
+    n = 1
+    while n < 1024 and min(_get_fake_spatial_shape(spatial, n=n) or (min_size,)) < min_size:
+        if _get_fake_spatial_shape(spatial, n=n) == _get_fake_spatial_shape(spatial, n=n + 1):
+            break  # no dimension depends on n
+        n += 1
+    return (1, channels, *_get_fake_spatial_shape(spatial, n=n))
 
 
 def _check_net_io(ctx: _Context) -> str:
@@ -563,7 +573,7 @@ def _check_export(ctx: _Context) -> str:
 
     ctx.require(ctx.meta, ctx.inference)
     work = ctx.workdir("export")
-    shape = _input_shape(_load_json(ctx.meta, "configs/metadata.json"))
+    shape = _input_shape(_load_json(ctx.meta, "configs/metadata.json"), min_size=EXPORT_MIN_SIZE)
 
     parser = ConfigParser()
     parser.read_config(str(ctx.inference))
