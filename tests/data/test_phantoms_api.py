@@ -145,3 +145,25 @@ def test_benchmark_reports_seconds(tmp_path):
     assert report["seconds_per_case_without_series"] > 0
     assert report["seconds_per_case_with_series"] is None  # SPES has no 4-D series
     json.dumps(report)
+
+
+def test_head_box_crop_matches_full_grid_sampling():
+    from strokeseg.data.phantoms.anatomy import random_deformation, sample_tissue, tissue_box
+    from strokeseg.data.phantoms.grids import draw_image_grid, paste
+    from strokeseg.data.phantoms.template import load_template
+
+    template = load_template()
+    rng = np.random.default_rng(3)
+    deformation = random_deformation(rng, template.brain_centre_mm)
+    grid = draw_image_grid("isles2015_spes", rng, deformation.to_world(template.brain_centre_mm))
+    box = tissue_box(template, deformation, grid)
+    assert box is not None and np.prod([b.stop - b.start for b in box]) < np.prod(grid.shape)
+    work = grid.crop(box)
+    corner = np.array([b.start for b in box])
+    assert np.allclose(work.world(np.zeros(3)), grid.world(corner))  # same world positions
+    full, crop = sample_tissue(template, deformation, grid), sample_tissue(template, deformation, work)
+    for name in ("gm", "wm", "csf"):
+        whole = getattr(full, name)
+        pasted = paste(getattr(crop, name), box, grid.shape)
+        assert pasted.flags.f_contiguous and pasted.shape == whole.shape
+        assert whole.sum() > 1000 and np.abs(pasted - whole).max() < 1e-4  # nothing outside the box

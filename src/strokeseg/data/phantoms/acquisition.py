@@ -37,20 +37,28 @@ def bias_field(shape: tuple[int, ...], rng: np.random.Generator, amplitude: floa
     return F.interpolate(coarse, size=tuple(shape), mode="trilinear", align_corners=True)[0, 0].numpy()
 
 
+def _magnitude(values: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``|values + sigma·(n_re + i·n_im)|`` in float32, computed in place on two buffers (real part drawn first)."""
+    real = rng.standard_normal(values.shape, dtype=np.float32)
+    real *= np.float32(sigma)
+    real += values
+    np.multiply(real, real, out=real)
+    imag = rng.standard_normal(values.shape, dtype=np.float32)
+    imag *= np.float32(sigma)
+    np.multiply(imag, imag, out=imag)
+    real += imag
+    return np.sqrt(real, out=real)
+
+
 def rician(image: np.ndarray, sigma: float, rng: np.random.Generator, mask: np.ndarray | None = None) -> np.ndarray:
-    """Magnitude of the image plus complex Gaussian noise of standard deviation ``sigma``.
+    """Magnitude of the image plus complex Gaussian noise of standard deviation ``sigma`` (float32).
 
     With ``mask`` (skull-stripped data) only the masked voxels are noised and the rest is set to 0.
     """
     if mask is None:
-        real = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
-        imag = sigma * rng.standard_normal(image.shape, dtype=np.float32)
-        return np.sqrt(real * real + imag * imag)
-    out = np.zeros_like(image)
-    values = image[mask]
-    real = values + sigma * rng.standard_normal(values.shape, dtype=np.float32)
-    imag = sigma * rng.standard_normal(values.shape, dtype=np.float32)
-    out[mask] = np.sqrt(real * real + imag * imag)
+        return _magnitude(image, sigma, rng)
+    out = np.zeros(image.shape, dtype=np.float32)
+    out[mask] = _magnitude(image[mask], sigma, rng)
     return out
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "template_points_at",
     "sample_field",
     "sample_tissue",
+    "tissue_box",
 ]
 
 _MAX_ROTATION_DEG = 10.0  # data.md §2 step 1
@@ -225,44 +226,115 @@ class TissueMaps:
         return (self.parenchyma + self.csf) > 0.5
 
     def without_head(self) -> TissueMaps:
-        """The same tissue, skull-stripped."""
-        return TissueMaps(self.gm, self.wm, self.csf, None)
+        """The same tissue, skull-stripped (derived maps already computed are shared, not recomputed)."""
+        if self.head is None:
+            return self
+        out = TissueMaps(self.gm, self.wm, self.csf, None)
+        for name in ("parenchyma", "brain"):
+            if name in self.__dict__:
+                out.__dict__[name] = self.__dict__[name]
+        return out
 
 
 _OCCUPANCY_STEP_MM = 4.0
 
 
-def _occupied(template: Template, deformation: SubjectDeformation, grid: Grid, fields: list) -> np.ndarray:
-    """Voxels of ``grid`` near the subject's tissue: the fields are probed on a ≈4 mm lattice, the hits
-    dilated by one lattice cell and expanded back to voxels (a conservative superset)."""
+def _presence(deformation: SubjectDeformation, grid: Grid, fields: list) -> tuple[np.ndarray, list[int]]:
+    """Lattice (≈4 mm) of ``grid`` where the fields are present, dilated by one cell, and its steps."""
     steps = [max(1, int(round(_OCCUPANCY_STEP_MM / s))) for s in grid.spacing]
     lattice = tuple(slice(0, n, step) for n, step in zip(grid.shape, steps, strict=True))
     points = template_points(deformation, grid, lattice)
     presence = sum(sample_field(f, origin, spacing, points).sum(0) for f, origin, spacing in fields) > 0.01
     presence = ndimage.binary_dilation(presence.numpy(), structure=np.ones((3, 3, 3), dtype=bool))
+    return presence, steps
+
+
+def _occupied(template: Template, deformation: SubjectDeformation, grid: Grid, fields: list) -> np.ndarray:
+    """Voxels of ``grid`` near the subject's tissue: the fields are probed on a ≈4 mm lattice, the hits
+    dilated by one lattice cell and expanded back to voxels (a conservative superset)."""
+    presence, steps = _presence(deformation, grid, fields)
     for axis, step in enumerate(steps):
         presence = np.repeat(presence, step, axis=axis)
     return presence[: grid.shape[0], : grid.shape[1], : grid.shape[2]]
+
+
+def _fields(template: Template, head: bool) -> list:
+    fields = [(template.tissue, template.origin_mm, template.spacing_mm)]
+    if head:
+        fields.append((template.head, template.head_origin_mm, template.coarse_spacing_mm))
+    return fields
+
+
+def tissue_box(
+    template: Template, deformation: SubjectDeformation, grid: Grid, head: bool = False
+) -> tuple[slice, slice, slice] | None:
+    """Bounding box (voxel slices of ``grid``) of the voxels :func:`sample_tissue` may fill; ``None``
+    when the subject misses the grid. Outside it every tissue map is 0."""
+    presence, steps = _presence(deformation, grid, _fields(template, head))
+    if not presence.any():
+        return None
+    hits = np.argwhere(presence)
+    lo = hits.min(axis=0) * steps
+    hi = np.minimum((hits.max(axis=0) + 1) * steps, grid.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def _flipped_intrinsic(deformation: SubjectDeformation, grid: Grid, voxels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Subject-intrinsic coordinates (mm) ``(N, 3)`` of voxels ``(i, j, k)`` of ``grid``, columns in
+    ``grid_sample`` order (z, y, x). The affine map is evaluated separably from one small table per
+    voxel axis (a gather and an add per axis instead of a matrix product)."""
+    inv = deformation.rotation / deformation.scale  # R · diag(1/s): world offset row-vector → intrinsic
+    matrix = (grid.affine[:3, :3].T @ inv)[:, ::-1]
+    offset = ((grid.affine[:3, 3] - deformation.centre_mm) @ inv)[::-1]
+    out = None
+    for axis, index in enumerate(voxels):
+        table = np.arange(grid.shape[axis], dtype=np.float64)[:, None] * matrix[axis]
+        if axis == 2:
+            table = table + offset
+        values = torch.from_numpy(table.astype(np.float32)).index_select(0, index)
+        out = values if out is None else out.add_(values)
+    return out
+
+
+def _normalisation(field: torch.Tensor, origin_mm: np.ndarray, spacing_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factor and shift (z, y, x order) mapping mm onto ``grid_sample``'s [-1, 1] for a field's grid."""
+    size = np.array(field.shape[2:], dtype=np.float64)
+    factor = 2.0 / (spacing_mm * (size - 1))
+    shift = -np.asarray(origin_mm, dtype=np.float64) * factor - 1.0
+    return (torch.from_numpy(v[::-1].astype(np.float32)) for v in (factor, shift))
 
 
 def sample_tissue(template: Template, deformation: SubjectDeformation, grid: Grid, head: bool = False) -> TissueMaps:
     """Sample the subject's GM/WM/CSF (and head layers when ``head``) on ``grid``.
 
     Only voxels near the subject's head are interpolated (see :func:`_occupied`); the rest is empty.
+    The elastic displacement is interpolated once (in mm) and added to the affine part of every field's
+    sampling coordinates.
     """
     shape = tuple(grid.shape)
-    fields = [(template.tissue, template.origin_mm, template.spacing_mm)]
-    if head:
-        fields.append((template.head, template.head_origin_mm, template.coarse_spacing_mm))
-    index = np.flatnonzero(_occupied(template, deformation, grid, fields))
-    voxels = np.stack(np.unravel_index(index, shape), axis=-1)
-    points = template_points_at(deformation, grid, voxels)
-    sampled = [sample_field(f, origin, spacing, points)[:, 0, 0].numpy() for f, origin, spacing in fields]
+    fields = _fields(template, head)
+    occupied = _occupied(template, deformation, grid, fields)
+    voxels = tuple(torch.from_numpy(v) for v in np.nonzero(occupied))
+    count = int(voxels[0].shape[0])
+    intrinsic = _flipped_intrinsic(deformation, grid, voxels)
+    elastic = torch.from_numpy(np.ascontiguousarray(deformation.elastic[::-1]))[None]  # channels in grid order
+    factor, shift = _normalisation(elastic, deformation.elastic_origin_mm, deformation.elastic_spacing_mm)
+    where = torch.addcmul(shift, intrinsic, factor).view(1, 1, 1, count, 3)
+    displacement = F.grid_sample(elastic, where, mode="bilinear", padding_mode="border", align_corners=True)
+    intrinsic.add_(displacement.view(3, count).t())  # template coordinates now
+    del where, displacement
+    sampled = []
+    for field, origin, spacing in fields:
+        factor, shift = _normalisation(field, origin, spacing)
+        where = torch.addcmul(shift, intrinsic, factor).view(1, 1, 1, count, 3)
+        values = F.grid_sample(field, where, mode="bilinear", padding_mode="zeros", align_corners=True)
+        sampled.append(values.view(-1, count).numpy())
     gm, wm, csf = (np.zeros(shape, dtype=np.float32) for _ in range(3))
     for target, values in zip((gm, wm, csf), sampled[0], strict=True):
-        target.ravel()[index] = values
+        target[occupied] = values
     layers = None
     if head:
         layers = np.zeros((3, *shape), dtype=np.float32)
-        layers.reshape(3, -1)[:, index] = sampled[1]
+        for target, values in zip(layers, sampled[1], strict=True):
+            target[occupied] = values
     return TissueMaps(gm=gm, wm=wm, csf=csf, head=layers)

@@ -1,6 +1,10 @@
 """One synthetic stroke case in memory: anatomy, lesions, contrasts, perfusion and 4-D series on the
 native grids of a layout, plus the ``phantom.json`` description.
 
+Skull-stripped layouts without a 4-D series (ISLES 2015) are computed on the bounding box of the head
+only (everything outside it is 0), and their MR images on the brain voxels only; the results are pasted
+into the full native grid at the end.
+
 Randomness is split in two ``numpy`` generators: one seeded by (seed, layout, patient) draws everything
 that belongs to the patient (anatomy, lesions, contrasts, geometry, so the two ISLES 2018 slabs of one
 patient agree), one seeded by (seed, layout, case number) draws the acquisition noise.
@@ -15,10 +19,10 @@ import numpy as np
 
 from strokeseg.data.layouts import get_layout
 from strokeseg.data.phantoms.acquisition import bias_field, gaussian, rician, to_int16
-from strokeseg.data.phantoms.anatomy import TissueMaps, random_deformation, sample_tissue
+from strokeseg.data.phantoms.anatomy import TissueMaps, random_deformation, sample_tissue, tissue_box
 from strokeseg.data.phantoms.contrasts import draw_contrasts, render_anatomical
 from strokeseg.data.phantoms.difficulty import get_difficulty
-from strokeseg.data.phantoms.grids import Grid, draw_flair_grid, draw_image_grid, slab_layout
+from strokeseg.data.phantoms.grids import Grid, draw_flair_grid, draw_image_grid, paste, slab_layout
 from strokeseg.data.phantoms.lesions import LESION_CHANNELS, LesionMaps, draw_confounders, draw_lesions, lesion_maps
 from strokeseg.data.phantoms.perfusion import bolus_series, draw_timing, perfusion_maps
 from strokeseg.data.phantoms.template import load_template
@@ -143,13 +147,31 @@ class Volume:
 @dataclass
 class PhantomCase:
     """A synthesised case: ``volumes`` by file token (no label), the reference ``label`` (always
-    present in memory, written only for training cases), and ``meta`` (the ``phantom.json`` content)."""
+    present in memory, written only for training cases), and ``meta`` (the ``phantom.json`` content).
+
+    ``work_maps`` are the lesion fields as computed, on the voxels ``work_box`` of the image grid
+    (``None``: the whole grid); :attr:`lesion_maps` gives them on the image grid.
+    """
 
     plan: CasePlan
     volumes: dict[str, Volume]
     label: Volume
     meta: dict = field(default_factory=dict)
-    lesion_maps: LesionMaps | None = field(default=None, repr=False)
+    work_maps: LesionMaps | None = field(default=None, repr=False)
+    work_box: tuple[slice, slice, slice] | None = field(default=None, repr=False)
+
+    @property
+    def lesion_maps(self) -> LesionMaps | None:
+        """Lesion fields on the image grid (pasted from the work box on first access)."""
+        maps, box = self.work_maps, self.work_box
+        if maps is None or box is None:
+            return maps
+        if "_full_maps" not in self.__dict__:
+            shape = self.label.grid.shape
+            self.__dict__["_full_maps"] = LesionMaps(
+                *(paste(getattr(maps, name), box, shape) for name in (*LESION_CHANNELS, "lesion_id"))
+            )
+        return self.__dict__["_full_maps"]
 
 
 def _layout_code(layout: str) -> int:
@@ -311,11 +333,21 @@ def synthesize_case(
     flair_grid = draw_flair_grid(prng, head_centre) if layout == "isles2022" else None
 
     stripped = _SKULL_STRIPPED[layout]
-    tissue = sample_tissue(template, deformation, grid, head=(not stripped) or series_kind == "series_mr")
+    with_head = (not stripped) or series_kind == "series_mr"
+    # skull-stripped images without a series are 0 outside the brain: work on the head's bounding box
+    box = tissue_box(template, deformation, grid) if not with_head else None
+    work = grid.crop(box) if box is not None else grid
+
+    def full(data: np.ndarray) -> np.ndarray:
+        return paste(data, box, grid.shape) if box is not None else data
+
+    tissue = sample_tissue(template, deformation, work, head=with_head)
     brain = tissue.brain
     stripped_tissue = tissue.without_head() if stripped else tissue
-    maps = lesion_maps(lesions, deformation, grid, tissue.parenchyma)
-    bias = bias_field(grid.shape, crng, level.bias)
+    maps = lesion_maps(lesions, deformation, work, tissue.parenchyma)
+    bias = bias_field(work.shape, crng, level.bias)
+    brain_index = np.flatnonzero(brain) if stripped else None
+    compact: dict[str, object] = {}
     spots = None
     perfusion = None
     noise_used: dict[str, float] = {}
@@ -323,6 +355,25 @@ def synthesize_case(
 
     def mr_weighted(name: str, tissue_maps: TissueMaps, lesion_fields: LesionMaps, on: Grid, field_bias) -> np.ndarray:
         nonlocal spots
+        sigma = _MR_NOISE[name] * level.noise * gains[name] * contrasts[f"{name}.wm"]
+        noise_used[name] = round(sigma, 4)
+        if stripped:  # brain voxels only, as 1-D arrays; Rician noise there, 0 elsewhere
+            if not compact:
+                compact["tissue"] = TissueMaps(*(np.take(m, brain_index) for m in (tissue.gm, tissue.wm, tissue.csf)))
+                compact["maps"] = LesionMaps(
+                    *(np.take(getattr(maps, n), brain_index) for n in (*LESION_CHANNELS, "lesion_id"))
+                )
+                compact["bias"] = np.take(bias, brain_index)
+            image = render_anatomical(name, compact["tissue"], compact["maps"], contrasts)
+            if name == "dwi":
+                from strokeseg.data.phantoms.lesions import confounder_map
+
+                image *= 1.0 + np.take(confounder_map(confounders, deformation, on), brain_index)
+            image *= compact["bias"]
+            image *= np.float32(gains[name])
+            out = np.zeros(grid.shape, dtype=np.float32, order="F")
+            out[box or ...][brain] = rician(image, sigma, crng)
+            return out
         image = render_anatomical(name, tissue_maps, lesion_fields, contrasts)
         if name == "dwi":
             if spots is None:
@@ -331,9 +382,7 @@ def synthesize_case(
                 spots = confounder_map(confounders, deformation, on)
             image *= 1.0 + spots
         image *= field_bias * gains[name]
-        sigma = _MR_NOISE[name] * level.noise * gains[name] * contrasts[f"{name}.wm"]
-        noise_used[name] = round(sigma, 4)
-        return rician(image, sigma, crng, tissue_maps.brain if stripped else None)
+        return rician(image, sigma, crng)
 
     tokens = list(spec.modalities) + [extra.token for extra in spec.extras]
     for token in tokens:
@@ -349,13 +398,13 @@ def synthesize_case(
             flair_bias = bias_field(flair_grid.shape, crng, level.bias)
             volumes[token] = Volume(mr_weighted("flair", flair_tissue, flair_maps, flair_grid, flair_bias), flair_grid)
         elif source in _MR_WEIGHTED:
-            volumes[token] = Volume(mr_weighted(source, stripped_tissue, maps, grid, bias), grid)
+            volumes[token] = Volume(mr_weighted(source, stripped_tissue, maps, work, bias), grid)
         elif source == "adc":
             image = render_anatomical("adc", stripped_tissue, maps, contrasts) * 1000.0
             sigma = 0.03 * level.noise * 1000.0 * contrasts["adc.wm"]
             noise_used["adc"] = round(sigma, 4)
             head_mask = brain if stripped else None
-            volumes[token] = Volume(gaussian(image, sigma, crng, head_mask, floor=0.0), grid)
+            volumes[token] = Volume(full(gaussian(image, sigma, crng, head_mask, floor=0.0)), grid)
         elif source == "ct":
             sigma = float(crng.uniform(3.0, 4.5)) * level.noise
             noise_used["ct"] = round(sigma, 4)
@@ -378,7 +427,7 @@ def synthesize_case(
                 reference = float(np.percentile(value[perfusion.tissue], 90)) if perfusion.tissue.any() else 1.0
                 sigma = _MAP_NOISE[source] * level.noise * reference
                 noise_used[source] = round(sigma, 4)
-                volumes[token] = Volume(gaussian(value.astype(np.float32), sigma, crng, brain, floor=0.0), grid)
+                volumes[token] = Volume(full(gaussian(value.astype(np.float32), sigma, crng, brain, floor=0.0)), grid)
                 continue
             noise_used[source] = round(sigma, 4)
             if five_d:
@@ -386,8 +435,8 @@ def synthesize_case(
             volumes[token] = Volume(data, grid, dt_s=timing.dt_s)
 
     channel = LABEL_CHANNEL[layout]
-    label = Volume(maps.mask(channel).astype(np.uint8), grid)
-    records, hidden = _lesion_records(lesions, maps, channel, grid, deformation)
+    label = Volume(full(maps.mask(channel).view(np.uint8)), grid)
+    records, hidden = _lesion_records(lesions, maps, channel, work, deformation)
     point, normal = deformation.midsagittal_plane()
     meta = {
         "generator": "strokeseg.data.phantoms",
@@ -437,4 +486,4 @@ def synthesize_case(
         meta["perfusion"] = {**timing.summary(), "kind": series_kind, "five_d": bool(five_d)}
     if slab_info is not None:
         meta["slab"] = slab_info
-    return PhantomCase(plan=plan, volumes=volumes, label=label, meta=meta, lesion_maps=maps)
+    return PhantomCase(plan=plan, volumes=volumes, label=label, meta=meta, work_maps=maps, work_box=box)

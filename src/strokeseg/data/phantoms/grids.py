@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-__all__ = ["Grid", "grid_from_centre", "draw_image_grid", "draw_flair_grid", "slab_layout", "mirror_voxels", "LPS_FLIP"]
+__all__ = [
+    "Grid",
+    "grid_from_centre",
+    "draw_image_grid",
+    "draw_flair_grid",
+    "slab_layout",
+    "mirror_voxels",
+    "paste",
+    "LPS_FLIP",
+]
 
 LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
 
@@ -56,6 +65,13 @@ class Grid:
     def voxel(self, world: np.ndarray) -> np.ndarray:
         """Continuous voxel indices of ``(..., 3)`` world points."""
         return (np.asarray(world) - self.affine[:3, 3]) @ np.linalg.inv(self.affine[:3, :3]).T
+
+    def crop(self, box: tuple[slice, slice, slice]) -> Grid:
+        """The sub-grid of the voxels in ``box`` (unit-step slices), with the same world positions."""
+        start = np.array([b.start for b in box], dtype=np.float64)
+        affine = self.affine.copy()
+        affine[:3, 3] = self.world(start)
+        return Grid(shape=tuple(int(b.stop - b.start) for b in box), affine=affine)
 
     def describe(self) -> dict:
         """JSON-ready shape, spacing and affine."""
@@ -152,3 +168,14 @@ def mirror_voxels(
     mirrored = np.rint(grid.voxel(world - 2.0 * distance[:, None] * normal)).astype(int)
     inside = np.all((mirrored >= 0) & (mirrored < np.array(grid.shape)), axis=1)
     return mirrored, inside
+
+
+def paste(data: np.ndarray, box: tuple[slice, slice, slice], shape: tuple[int, int, int]) -> np.ndarray:
+    """Zero volume of ``shape`` with ``data`` written into ``box``.
+
+    The result is Fortran-ordered: NIfTI stores the first axis fastest, so nibabel then writes each
+    slice with a plain memory copy instead of a strided gather.
+    """
+    out = np.zeros(shape, dtype=data.dtype, order="F")
+    out[box] = data
+    return out
