@@ -147,7 +147,7 @@ def evaluate(
             out,
             threshold=threshold,
             connectivity=connectivity,
-            per_slice=per_slice,
+            per_slice=as_bool(per_slice, "per_slice"),
             small_lesion_voxels=small_lesion_voxels,
             figures=as_bool(figures, "figures"),
             allow_missing=as_bool(allow_missing, "allow_missing"),
