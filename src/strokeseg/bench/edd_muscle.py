@@ -146,33 +146,51 @@ def _to_format(network: torch.nn.Module, x: torch.Tensor, channels_last: bool) -
     return x.contiguous(memory_format=fmt)
 
 
+# A bare interpreter forks and execs the measured command, then reports that child's own ``ru_maxrss``. Forking
+# the command straight from this (large) process would not do: the child's peak would start at the parent's
+# resident size at fork time, which Linux keeps across ``exec``.
+_RSS_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def child_peak_rss(args: list[str], log_file: Path, cwd: Path | None = None, timeout: float = 1800.0) -> dict:
     """Run ``args`` as a child process and return its own peak resident memory (``os.wait4`` rusage).
 
-    ``os.wait4`` gives the rusage of exactly that child (``RUSAGE_CHILDREN`` would mix in every earlier child of
-    this process); Linux reports ``ru_maxrss`` in KiB.
+    The command is started by a bare launcher interpreter (see ``_RSS_LAUNCHER``), so its peak does not include
+    this process's memory; Linux reports ``ru_maxrss`` in KiB.
 
     Returns:
         ``{"returncode", "seconds", "peak_rss_mib", "peak_rss_gib", "log"}``.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log_file.with_suffix(".maxrss")
+    rss_file.unlink(missing_ok=True)
     start = time.perf_counter()
     with log_file.open("w") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ})
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    rss_mib = usage.ru_maxrss / 1024.0
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", _RSS_LAUNCHER, str(rss_file), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ},
+        )
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            returncode = proc.wait()
+    rss_kib = float(rss_file.read_text()) if rss_file.is_file() else float("nan")
+    rss_mib = rss_kib / 1024.0
     return {
-        "returncode": proc.returncode,
+        "returncode": returncode,
         "seconds": round(time.perf_counter() - start, 3),
         "peak_rss_mib": round(rss_mib, 1),
         "peak_rss_gib": round(rss_mib / 1024.0, 3),
