@@ -93,7 +93,7 @@ EXCLUDED_TRAIN_OVERLAYS = ("multi_gpu_train.json", "quick.json")
 # runtime output folders a user's own runs leave in a bundle; they are never distributed
 RUNTIME_FOLDERS = frozenset({"eval", "__pycache__", ".ipynb_checkpoints"})
 
-# absolute paths of somebody's machine; the look-behind keeps URLs and relative paths ("data/tmp/x") out
+# absolute paths of somebody's machine; the look-behind keeps URLs and relative paths (e.g. "data/scratch/x") out
 MACHINE_PATH = re.compile(r"(?<![\w.~/:-])(?:/(?:home|root|work|tmp|Users|mnt)/|[A-Za-z]:\\)")
 
 # the last line of a Python traceback: "ZeroDivisionError: division by zero", "monai.x.SomeError: ..."
