@@ -106,3 +106,11 @@ def test_name_helpers() -> None:
     assert not is_nifti(Path("x.json")) and not is_nifti(Path("x.nii.gz.bak"))
     assert case_name_from_file(Path("/d/sub-01_ses-1_dwi.nii.gz")) == "sub-01_ses-1_dwi"
     assert case_name_from_file(Path("/d/a.b.nii")) == "a.b"
+
+
+def test_upper_case_nifti_names_are_recognised(tmp_path):
+    from strokeseg.bundle.inputs import case_name_from_file, is_nifti
+
+    path = tmp_path / "SCAN.NII.GZ"
+    assert is_nifti(path)
+    assert case_name_from_file(path) == "SCAN"

@@ -19,14 +19,14 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 def is_nifti(path: Path) -> bool:
     """True for ``*.nii`` / ``*.nii.gz`` file names."""
-    return path.name.endswith(_NIFTI_SUFFIXES)
+    return path.name.lower().endswith(_NIFTI_SUFFIXES)
 
 
 def case_name_from_file(path: Path) -> str:
     """Case name of a stand-alone NIfTI file: its name without the NIfTI extension."""
     name = path.name
     for suffix in _NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
 
