@@ -32,7 +32,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     volumes = [name for name in first if name.endswith(".nii")]
     assert len(volumes) == 8
     assert all(first[name] != other[name] for name in volumes)
-    assert not [name for name in first if ".tmp-" in name]  # temporary files were moved into place
+    assert not [name for name in first if ".partial-" in name]  # temporary files were moved into place
 
 
 def test_gzip_output_is_deterministic(tmp_path):

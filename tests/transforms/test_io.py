@@ -10,7 +10,8 @@ import pytest
 import torch
 from monai.data import MetaTensor, NibabelWriter
 
-from strokeseg.transforms.io import SaveCasePrediction, SaveCasePredictiond, atomic_nifti_path
+from strokeseg.atomic_io import temporary_path
+from strokeseg.transforms.io import SaveCasePrediction, SaveCasePredictiond
 
 
 def _oblique_affine() -> np.ndarray:
@@ -77,7 +78,7 @@ def test_failed_write_leaves_no_final_and_no_partial_file(tmp_path: Path, monkey
         SaveCasePrediction(tmp_path)(img, "case1")
 
     final = tmp_path / "case1" / "case1_seg.nii.gz"
-    assert seen == [atomic_nifti_path(final)]  # the writer was given the temporary name, not the final one
+    assert seen == [temporary_path(final)]  # the writer was given the temporary name, not the final one
     assert not final.exists()
     assert _partials(tmp_path) == []
 

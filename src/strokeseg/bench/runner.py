@@ -139,11 +139,11 @@ def run_bench(bundles: str | list[str] | None = None, out: str | Path = "bench.j
         BundleError: an unknown section name (before anything runs), or a section failed (after both files are
             written, with the error recorded in them).
     """
+    from strokeseg.atomic_io import write_text_atomic
     from strokeseg.bench.components import bench_evaluate, bench_synth
     from strokeseg.bench.machine import load_average, machine_info, usable_cores
     from strokeseg.bench.report import collect_ratios, render_markdown
     from strokeseg.demo import default_bundles_dir
-    from strokeseg.metrics.atomic_io import write_text_atomic
 
     bundles_dir = default_bundles_dir()
     explicit = bundles is not None

@@ -48,7 +48,6 @@ import gzip
 import json
 import os
 import re
-import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -59,6 +58,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from strokeseg.atomic_io import write_text_atomic
 from strokeseg.data.layouts import Layout, get_layout, modality_token
 from strokeseg.errors import DataError
 
@@ -568,19 +568,7 @@ def write_datalist(data: dict, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     base = str(out.parent)
     relative = _map_paths(data, lambda p: Path(os.path.relpath(str(p), base)).as_posix())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=base)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(relative, handle, indent=4)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return write_text_atomic(out, json.dumps(relative, indent=4) + "\n")
 
 
 def load_datalist(path: str | Path) -> dict:

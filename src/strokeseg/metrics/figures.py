@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from strokeseg.metrics.atomic_io import atomic_path
+from strokeseg.atomic_io import atomic_path
 
 __all__ = [
     "OverlaySlices",

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from strokeseg.atomic_io import write_text_atomic
 from strokeseg.errors import DataError
-from strokeseg.metrics.atomic_io import write_text_atomic
 from strokeseg.metrics.case import CASE_COLUMNS, case_metrics
 from strokeseg.metrics.casefiles import Volume, check_same_grid, find_labels, find_predictions, load_volume
 from strokeseg.metrics.figures import (

@@ -9,7 +9,6 @@ lacks: case naming from the datalist entry and write-to-temporary-then-``os.repl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -19,12 +18,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import MapTransform, Transform
 
-__all__ = ["SaveCasePrediction", "SaveCasePredictiond", "atomic_nifti_path"]
+from strokeseg.atomic_io import atomic_path
 
-
-def atomic_nifti_path(final: Path) -> Path:
-    """Temporary sibling of ``final`` that keeps its NIfTI extension (hidden, same folder ⇒ same filesystem)."""
-    return final.parent / f".partial-{os.getpid()}-{final.name}"
+__all__ = ["SaveCasePrediction", "SaveCasePredictiond"]
 
 
 class SaveCasePrediction(Transform):
@@ -54,17 +50,11 @@ class SaveCasePrediction(Transform):
             raise TypeError(f"{case}: expected a MetaTensor carrying the affine to save, got {type(img).__name__}")
         data = img if self.channel is None else img[self.channel : self.channel + 1]
         final = self.output_dir / case / f"{case}_{self.postfix}.nii.gz"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_nifti_path(final)
         writer = NibabelWriter(output_dtype=self.output_dtype)
         writer.set_data_array(data.detach().cpu(), channel_dim=0)
         writer.set_metadata({"affine": data.affine, "original_affine": data.affine}, resample=False)
-        try:
+        with atomic_path(final) as tmp:
             writer.write(tmp)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return final
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
 
+from strokeseg.atomic_io import atomic_path, write_bytes_atomic
 from strokeseg.data.layouts import get_layout, isles2022_paths, isles_legacy_name
 from strokeseg.data.phantoms.case import PhantomCase, Volume, plan_cases, synthesize_case
 from strokeseg.data.phantoms.difficulty import get_difficulty
@@ -25,13 +25,6 @@ __all__ = ["REFERENCE_FOLDER", "MANIFEST", "synthesize_dataset", "write_case", "
 REFERENCE_FOLDER = "reference_test_labels"
 MANIFEST = "phantom_dataset.json"
 _FILE_ID_BASE = 70000  # ISLES-style numeric file ids: unique per (case, token) within a dataset
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-    os.replace(tmp, path)
 
 
 def write_nifti(volume: Volume, path: str | Path) -> Path:
@@ -53,11 +46,10 @@ def write_nifti(volume: Volume, path: str | Path) -> Path:
         zooms[-1] = float(volume.dt_s or 1.0)
         header.set_zooms(zooms)
     if path.name.endswith(".gz"):
-        _atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
+        write_bytes_atomic(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
     else:
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        nib.save(image, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            nib.save(image, tmp)
     return path
 
 
@@ -100,7 +92,7 @@ def write_case(case: PhantomCase, out: str | Path) -> dict[str, Path]:
     meta = dict(case.meta)
     meta["files"] = {key: str(path.relative_to(out)) for key, path in paths.items() if key != "phantom.json"}
     paths["phantom.json"].parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(paths["phantom.json"], (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_bytes_atomic(paths["phantom.json"], (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return paths
 
 
@@ -164,5 +156,5 @@ def synthesize_dataset(
             from strokeseg.data.phantoms.preview import write_preview
 
             write_preview(case, out / "preview" / f"{plan.name}.png")
-    _atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return out
