@@ -178,10 +178,12 @@ def test_bad_inputs_fail_with_the_file_name_and_write_nothing(trained, tmp_path,
     assert not list(out.rglob("*.nii.gz")) if out.exists() else True
 
 
-def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
+@pytest.mark.parametrize("checkpoint", ["model.pt", "muscle.pt"])
+def test_checkpoint_of_another_network_is_refused(trained, tmp_path, checkpoint):
+    """Both networks' weights are really loaded at inference: a foreign file for either one is refused."""
     bundle = tmp_path / "bundle"
     shutil.copytree(trained["bundle"], bundle)
-    torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), bundle / "models" / "model.pt")
+    torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), bundle / "models" / checkpoint)
     wf = _workflow(
         ["inference.json"],
         "infer",
@@ -190,12 +192,12 @@ def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
         output_dir=str(tmp_path / "out"),
         features=TINY["features"],
         pixdim=TINY["pixdim"],
-        use_muscle=False,
+        use_muscle=True,
     )
     with pytest.raises(Exception) as info:
         wf.run()
     errors = [e for e in _error_chain(info.value) if isinstance(e, BundleError)]
-    assert errors and "model.pt" in str(errors[0]) and "missing key" in str(errors[0])
+    assert errors and checkpoint in str(errors[0]) and "missing key" in str(errors[0])
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.nii.gz"))
 
 
