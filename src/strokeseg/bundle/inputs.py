@@ -10,25 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from strokeseg.data.layouts import nifti_stem
 from strokeseg.errors import DataError
 
 __all__ = ["inference_cases", "case_name_from_file", "is_nifti"]
 
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
 
 def is_nifti(path: Path) -> bool:
-    """True for ``*.nii`` / ``*.nii.gz`` file names."""
-    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+    """True for ``*.nii`` / ``*.nii.gz`` file names (any case)."""
+    return nifti_stem(path.name) is not None
 
 
 def case_name_from_file(path: Path) -> str:
     """Case name of a stand-alone NIfTI file: its name without the NIfTI extension."""
-    name = path.name
-    for suffix in _NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return nifti_stem(path.name) or path.stem
 
 
 def inference_cases(

@@ -59,7 +59,7 @@ import nibabel as nib
 import numpy as np
 
 from strokeseg.atomic_io import write_text_atomic
-from strokeseg.data.layouts import Layout, get_layout, modality_token
+from strokeseg.data.layouts import Layout, get_layout, modality_token, nifti_stem
 from strokeseg.errors import DataError
 
 __all__ = ["SPLITS", "build_datalist", "write_datalist", "load_datalist", "cases_for"]
@@ -69,7 +69,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test", "all")
 #: affine entries (mm) closer than this are the same grid
 AFFINE_TOLERANCE = 1e-3
 
-_NIFTI_RE = re.compile(r"\.nii(?:\.gz)?$", re.IGNORECASE)
 _BIDS_RE = re.compile(r"^(?P<entities>.+)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
 _GZIP_CHUNK = 1 << 20
 
@@ -231,7 +230,7 @@ def _legacy_token(name: str, known: dict[str, str]) -> str | None:
     token = modality_token(name)
     if token is not None and token.lower() in known:
         return known[token.lower()]
-    stem = _NIFTI_RE.sub("", name)
+    stem = nifti_stem(name) or name
     parts = {known[p.lower()] for p in stem.split(".") if p.lower() in known}
     return parts.pop() if len(parts) == 1 else None
 
@@ -244,12 +243,12 @@ def _legacy_volumes(folder: Path, known: dict[str, str]) -> dict[str, list[Path]
             continue
         if entry.is_dir():
             folder_token = _legacy_token(entry.name, known)
-            files = sorted(p for p in entry.iterdir() if p.is_file() and _NIFTI_RE.search(p.name))
+            files = sorted(p for p in entry.iterdir() if p.is_file() and nifti_stem(p.name) is not None)
             for path in files:
                 token = _legacy_token(path.name, known) or folder_token
                 if token is not None:
                     found.setdefault(token, []).append(path)
-        elif entry.is_file() and _NIFTI_RE.search(entry.name):
+        elif entry.is_file() and nifti_stem(entry.name) is not None:
             token = _legacy_token(entry.name, known)
             if token is not None:
                 found.setdefault(token, []).append(entry)

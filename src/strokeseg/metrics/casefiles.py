@@ -19,10 +19,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from strokeseg.data.layouts import NIFTI_SUFFIXES, nifti_stem
 from strokeseg.errors import DataError
 
 __all__ = [
-    "NIFTI_SUFFIXES",
     "PredictionFiles",
     "Volume",
     "case_name",
@@ -32,7 +32,6 @@ __all__ = [
     "check_same_grid",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 AFFINE_TOLERANCE = 1e-3
 
 
@@ -55,10 +54,8 @@ class Volume:
 
 
 def _nifti_stem(name: str) -> str | None:
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix) and not name.startswith("."):
-            return name[: -len(suffix)]
-    return None
+    """NIfTI stem of a visible file (hidden ``.partial-*`` files of an unfinished write are not cases)."""
+    return None if name.startswith(".") else nifti_stem(name)
 
 
 def case_name(path: str | Path) -> str:
