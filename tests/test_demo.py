@@ -57,7 +57,7 @@ def test_cli_flags_accept_textual_booleans(text, expected):
 def test_cli_flags_reject_nonsense():
     from strokeseg.cli import as_bool
 
-    with pytest.raises(StrokesegError, match="--train expects true/false"):
+    with pytest.raises(StrokesegError, match="--train expects true or false"):
         as_bool("maybe", "train")
 
 

@@ -11,30 +11,10 @@ import sys
 
 import fire
 
+from strokeseg.bundle.knobs import as_bool
 from strokeseg.errors import StrokesegError
 
 __all__ = ["main", "synth", "datalist", "demo", "evaluate", "verify", "bench", "as_bool"]
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
-
-
-def as_bool(value: object, name: str = "flag") -> bool:
-    """Interpret a command-line flag value: fire passes ``--flag false`` through as the *string* ``"false"``.
-
-    Raises:
-        StrokesegError: the value is not a recognisable boolean.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise StrokesegError(f"--{name} expects true/false, got {value!r}")
 
 
 def synth(

@@ -1,0 +1,2 @@
+"""Inferers the bundles share, one module each (import from the submodules): batched 2-D slices, valid-convolution
+tiles (DeepMedic), the EDD + MUSCLE candidate cascade, the paper-faithful patch mode of the residual U-Net."""
