@@ -9,7 +9,13 @@ from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose, RandFlipd, RandRotated
 
 from strokeseg.errors import DataError
-from strokeseg.transforms.sampling import RandLesionPatch2D, RandLesionPatch2Dd, patch_affine
+from strokeseg.transforms.sampling import (
+    RandLesionPatch2D,
+    RandLesionPatch2Dd,
+    lesion_area_sampler,
+    lesion_areas,
+    patch_affine,
+)
 
 H, W, D = 40, 48, 6
 
@@ -143,3 +149,132 @@ def test_mismatched_shapes_raise():
     case["label"] = torch.zeros(1, H, W, D + 1)
     with pytest.raises(DataError, match="c1.nii.gz"):
         RandLesionPatch2Dd(["image", "label"], "label")(case)
+
+
+def _linear_case(height: int = 80, width: int = 90) -> dict:
+    """A slice stack whose image is linear in (row, col) everywhere, so bilinear sampling reproduces it exactly."""
+    rows, cols, slices = np.meshgrid(np.arange(height), np.arange(width), np.arange(3), indexing="ij")
+    image = (rows * 1000.0 + cols * 10.0 + slices + 1).astype(np.float64)
+    label = np.zeros((1, height, width, 3), dtype=np.float32)
+    label[0, min(40, height - 1), min(45, width - 1), 1] = 1.0
+    affine = torch.diag(torch.tensor([1.6, 1.2, 5.0, 1.0], dtype=torch.float64))
+    affine[:3, 3] = torch.tensor([-30.0, 12.0, 4.0], dtype=torch.float64)
+    return {
+        "image": MetaTensor(torch.as_tensor(image[None]), affine=affine),
+        "label": MetaTensor(torch.as_tensor(label), affine=affine.clone()),
+    }
+
+
+def test_rotated_patches_are_rotated_windows_of_the_slice_about_the_lesion_pixel():
+    case = _linear_case()
+    t = RandLesionPatch2Dd(
+        ["image", "label"],
+        "label",
+        patch_size=(16, 16),
+        num_samples=40,
+        background_ratio=0.0,
+        rotation_range=np.pi,
+        rotation_prob=1.0,
+    )
+    t.set_random_state(2)
+    out = t(case)
+    angles = t.sampler.angles
+    assert (angles != 0).all() and np.abs(angles).max() <= np.pi and angles.min() < -1 and angles.max() > 1
+    a, b = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    for sample, angle, (u, v) in zip(out, angles, t.sampler.offsets, strict=True):
+        # the drawn lesion pixel stays where the offset put it, and it is the only lesion pixel (nearest labels)
+        assert torch.nonzero(sample["label"][0]).tolist() == [[u, v]]
+        rows = 40 + np.cos(angle) * (a - u) - np.sin(angle) * (b - v)
+        cols = 45 + np.sin(angle) * (a - u) + np.cos(angle) * (b - v)
+        np.testing.assert_allclose(sample["image"][0].numpy(), rows * 1000 + cols * 10 + 2, rtol=0, atol=0.05)
+        # the patch affine places pixel (a, b) at the world position of the voxel it was sampled from
+        world = sample["image"].affine @ torch.tensor([3.0, 11.0, 0.0, 1.0], dtype=torch.float64)
+        r, c = rows[3, 11], cols[3, 11]
+        expected = case["image"].affine @ torch.tensor([r, c, 1.0, 1.0], dtype=torch.float64)
+        torch.testing.assert_close(world, expected)
+        assert sample["image"].meta["patch_angle"] == pytest.approx(angle)
+
+
+def test_rotation_leaves_no_constant_corners_and_respects_the_pad_value():
+    case = _linear_case()
+    case["image"] = MetaTensor(torch.full_like(case["image"].as_tensor(), 7.0), affine=case["image"].affine)
+    t = RandLesionPatch2Dd(
+        ["image", "label"],
+        "label",
+        patch_size=(16, 16),
+        num_samples=20,
+        background_ratio=0.0,
+        rotation_range=np.pi,
+        rotation_prob=1.0,
+        image_pad_value=-3.0,
+    )
+    t.set_random_state(0)
+    # a 16-px window turned about a pixel of the 80 x 90 slice centre stays inside: slice content only
+    assert all(torch.allclose(s["image"], torch.full_like(s["image"], 7.0), atol=1e-5) for s in t(case))
+    # MONAI's RandRotated on a patch cut first fills the corners with a constant (the artefact this avoids)
+    rotated = RandRotated(["image"], range_x=np.pi / 4, prob=1.0, padding_mode="zeros")
+    rotated.set_random_state(0)
+    corner_case = {"image": torch.full((1, 16, 16), 7.0)}
+    assert (rotated(corner_case)["image"] == 0).any()
+    # near the slice edge, the part of the window outside the slice gets the pad value
+    edge = _linear_case(20, 20)
+    edge["image"] = MetaTensor(torch.full_like(edge["image"].as_tensor(), 7.0), affine=edge["image"].affine)
+    edge["label"] = torch.zeros_like(edge["label"])
+    edge["label"][0, 0, 0, 1] = 1
+    t_edge = RandLesionPatch2D(
+        patch_size=(16, 16),
+        num_samples=5,
+        background_ratio=0.0,
+        image_pad_value=-3.0,
+        rotation_range=np.pi,
+        rotation_prob=1.0,
+    )
+    t_edge.set_random_state(1)
+    for patch in t_edge(edge["image"], label=edge["label"]):
+        values = set(np.round(patch[0].numpy().ravel(), 4).tolist())
+        assert -3.0 in values and 7.0 in values
+
+
+def test_no_rotation_keeps_the_unrotated_random_stream():
+    plain = RandLesionPatch2D(patch_size=(16, 16), num_samples=10).set_random_state(4)
+    zero_prob = RandLesionPatch2D(patch_size=(16, 16), num_samples=10, rotation_range=1.0).set_random_state(4)
+    case = _case()
+    for x, y in zip(
+        plain(case["image"], label=case["label"]), zero_prob(case["image"], label=case["label"]), strict=True
+    ):
+        assert torch.equal(x, y)
+    assert not zero_prob.angles.any()
+
+
+def _write_label(path, voxels: int, zooms) -> str:
+    import nibabel as nib
+
+    data = np.zeros((10, 10, 4), dtype=np.uint8)
+    data.reshape(-1)[:voxels] = 1
+    nib.save(nib.Nifti1Image(data, np.diag([*zooms, 1.0])), str(path))
+    return str(path)
+
+
+def test_lesion_area_sampler_draws_cases_in_proportion_to_lesion_area(tmp_path):
+    data = [
+        {"case": "none", "label": _write_label(tmp_path / "a.nii.gz", 0, (1.0, 1.0, 1.0))},
+        {"case": "small", "label": _write_label(tmp_path / "b.nii.gz", 10, (1.0, 1.0, 5.0))},
+        # 10 voxels of 2 x 2 mm: the same 40 mm² as 40 voxels of 1 x 1 mm
+        {"case": "large", "label": _write_label(tmp_path / "c.nii.gz", 10, (2.0, 2.0, 1.0))},
+    ]
+    np.testing.assert_allclose(lesion_areas(data), [0.0, 10.0, 40.0])
+    assert lesion_area_sampler(data, "case") is None
+    sampler = lesion_area_sampler(data, "lesion_area")
+    assert len(sampler) == 3 and sampler.replacement
+    torch.manual_seed(0)
+    draws = np.bincount(np.concatenate([list(sampler) for _ in range(2000)]), minlength=3)
+    assert draws[0] == 0  # no lesion pixel, no patch (seed 000 §4.2)
+    assert 3.4 < draws[2] / draws[1] < 4.6  # 40 : 10 mm²
+    # no lesion anywhere: every case equally often instead of a sampler with zero total weight
+    flat = lesion_area_sampler(data[:1] * 2, "lesion_area")
+    assert list(flat.weights.tolist()) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="patch_weighting"):
+        lesion_area_sampler(data, "pixels")
+    (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(DataError, match="bad.nii.gz"):
+        lesion_areas([{"label": str(tmp_path / "bad.nii.gz")}])
