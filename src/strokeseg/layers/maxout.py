@@ -49,9 +49,9 @@ class ChannelMaxout(nn.Module):
 
     def __init__(self, pieces: Sequence[int] = (3, 1)) -> None:
         super().__init__()
-        self.pieces: list[int] = _check_pieces(pieces)
-        self.in_channels: int = sum(self.pieces)
-        self.out_channels: int = len(self.pieces)
+        self.pieces = _check_pieces(pieces)
+        self.in_channels = sum(self.pieces)
+        self.out_channels = len(self.pieces)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, sum(pieces), *spatial)`` → ``(B, len(pieces), *spatial)``."""
