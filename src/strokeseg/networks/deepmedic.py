@@ -151,6 +151,7 @@ class DeepMedic(nn.Module):
         self.normal_start = self.margin - c - half
         self.low_start = self.margin - left
         self.low_extra = extra_low + self.pathway_shrink
+        self.output_multiple = self.factor  # region outputs must be a multiple of it (ValidTileInferer reads it)
         deepmedic_init_(self)
 
     def _pathways(self, segment: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
