@@ -92,7 +92,18 @@ def test_non_finite_values_are_counted(tmp_path: Path, bad: float) -> None:
     data[1, 2, 0] = bad
     data[3, 4, 2] = bad
     img = _load(_nifti(tmp_path / "broken.nii.gz", data))
-    with pytest.raises(DataError, match=r"broken\.nii\.gz: contains 2 NaN/Inf voxel"):
+    kind = "NaN" if np.isnan(bad) else "Inf"
+    with pytest.raises(DataError, match=rf"broken\.nii\.gz: contains 2 {kind} voxel\(s\)$"):
+        CheckImage()(img)
+
+
+def test_nan_and_inf_are_counted_separately(tmp_path: Path) -> None:
+    data = _volume()
+    data[0, 0, 0] = np.nan
+    data[1, 1, 1] = np.inf
+    data[2, 2, 2] = -np.inf
+    img = _load(_nifti(tmp_path / "mixed.nii.gz", data))
+    with pytest.raises(DataError, match=r"mixed\.nii\.gz: contains 1 NaN and 2 Inf voxel\(s\)$"):
         CheckImage()(img)
 
 

@@ -62,7 +62,7 @@ from strokeseg.atomic_io import write_text_atomic
 from strokeseg.data.layouts import Layout, get_layout, modality_token, nifti_stem
 from strokeseg.errors import DataError
 
-__all__ = ["SPLITS", "build_datalist", "write_datalist", "load_datalist", "cases_for"]
+__all__ = ["SPLITS", "build_datalist", "write_datalist", "load_datalist", "cases_for", "select_split"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test", "all")
 
@@ -658,6 +658,20 @@ def cases_for(
     else:
         data = build_datalist(layout, source, folds=num_folds, seed=seed)
 
+    return select_split(data, split, fold, num_folds, modalities)
+
+
+def select_split(
+    data: dict, split: str, fold: int = 0, num_folds: int = 5, modalities: Sequence[str] | None = None
+) -> list[dict]:
+    """Entries of one split of a datalist dict (see :func:`cases_for` for the meaning of the arguments).
+
+    Raises:
+        ValueError: unknown split or modality.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
+    layout = data.get("layout", "?")
     training, testing = data["training"], data["testing"]
     if split in ("train", "val") and num_folds <= 1 or split == "trainval":
         entries = training

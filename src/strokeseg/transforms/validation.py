@@ -1,14 +1,33 @@
-"""Input checks right after loading: channel count, dimensionality, NaNs, empty images.
+"""Input checks that name the file: NIfTI headers before loading, tensors right after loading.
 
 MONAI loads whatever a file holds (a 4-D DWI series becomes several channels, NaNs pass through
-every transform), so a wrong input would otherwise surface much later as a shape error deep inside a
-network or as a silently empty prediction. These checks fail early with the file's name.
+every transform, a file without spacing is read as 1 mm, a truncated ``.nii.gz`` fails inside ``gzip``
+without naming the file, a header claiming 4000³ voxels makes nibabel try to allocate 256 GB, two
+modalities on different grids are stacked under the first one's affine), so a wrong input would otherwise
+surface much later as a shape error deep inside a network, as a silently wrong prediction or as an
+error that never says which file. Two transforms fail early instead:
+
+* :class:`CheckNiftiHeadersd` (before ``LoadImaged``): reads only the headers (nibabel) of the files a
+  datalist entry names and checks each file exists, is a non-empty NIfTI, is not larger than
+  ``max_voxels``, holds exactly the bytes its header announces, has a valid spacing, has the expected
+  dimensionality (3-D volume or 4-D series), and that the files of one case share one grid. It passes
+  tensors through untouched, so a client that feeds tensors (the MONAI Deploy App SDK, which drops
+  ``LoadImage``) can run the same ``preprocessing``.
+* :class:`CheckImaged` (after ``EnsureChannelFirstd``): channel count, dimensionality, NaN/Inf, all-zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import gzip
+import os
+import struct
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -16,7 +35,283 @@ from monai.transforms import MapTransform, Transform
 
 from strokeseg.errors import DataError
 
-__all__ = ["CheckImage", "CheckImaged", "source_name"]
+__all__ = [
+    "CheckImage",
+    "CheckImaged",
+    "CheckNiftiHeaders",
+    "CheckNiftiHeadersd",
+    "NiftiInfo",
+    "read_nifti_header",
+    "source_name",
+    "DEFAULT_MAX_VOXELS",
+    "GRID_TOLERANCE",
+]
+
+DEFAULT_MAX_VOXELS = 1 << 29
+"""Largest file accepted (voxels, all dimensions): 2^29 ≈ 537 M, e.g. 512 × 512 × 64 × 32. ISLES volumes are
+≤ 256 × 256 × 200 and the 4-D perfusion series ≤ 256 × 256 × 32 × 80 (≈ 168 M); a header beyond this is
+corrupt or not one scan, and refusing it avoids allocating its size."""
+
+GRID_TOLERANCE = 1e-3
+"""Affine entries (mm) closer than this are the same grid (as :mod:`strokeseg.data.datalist`)."""
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class NiftiInfo:
+    """What :func:`read_nifti_header` learnt about a file without loading its voxels."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """The three spatial dimensions."""
+        return (tuple(self.shape[:3]) + (1, 1, 1))[:3]
+
+
+def _read_start(path: Path, gz: bool, size: int) -> bytes:
+    """First 540 bytes of the (decompressed) file, enough for a NIfTI-1 or NIfTI-2 header."""
+    try:
+        if gz:
+            with gzip.open(path, "rb") as stream:
+                return stream.read(540)
+        with open(path, "rb") as handle:
+            return handle.read(540)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+
+
+def _nifti_version(start: bytes) -> int | None:
+    """1 or 2 for a NIfTI header (either byte order), ``None`` otherwise."""
+    for order in "<>":
+        if len(start) >= 348 and struct.unpack(order + "i", start[:4])[0] == 348 and start[344:347] in (b"n+1", b"ni1"):
+            return 1
+        if len(start) >= 540 and struct.unpack(order + "i", start[:4])[0] == 540 and start[4:7] in (b"n+2", b"ni2"):
+            return 2
+    return None
+
+
+def _payload_size(path: Path, gz: bool, expected: int) -> int:
+    """Bytes the file holds once decompressed: the gzip trailer when it agrees with ``expected``, else a
+    streamed count (memory stays at one chunk)."""
+    if not gz:
+        return path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        if int.from_bytes(handle.read(4), "little") == expected % (1 << 32):
+            return expected
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: is truncated or corrupt: the compressed data ends early or is damaged ({type(exc).__name__})"
+        ) from exc
+    return total
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(int(s)) for s in shape)
+
+
+def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = DEFAULT_MAX_VOXELS) -> NiftiInfo:
+    """Check one NIfTI file from its header and size, without loading (or allocating) its voxels.
+
+    Args:
+        path: the file.
+        ndim: ``3`` for a volume (a 4-D file with one volume counts as 3-D), ``4`` for a series.
+        max_voxels: largest accepted number of voxels.
+
+    Raises:
+        DataError: the file is missing, empty, not NIfTI, larger than ``max_voxels``, truncated or longer
+            than its header says, has no valid spacing or orientation, or has the wrong dimensionality.
+            The message starts with the file's path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    if not path.is_file():
+        raise DataError(f"{path}: is a folder, not a NIfTI file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    gz = magic == _GZIP_MAGIC
+    if not gz and path.name.lower().endswith(".gz"):
+        raise DataError(f"{path}: is not gzip-compressed although its name ends in .gz (not a NIfTI file)")
+    start = _read_start(path, gz, size)
+    version = _nifti_version(start)
+    if version is None:
+        if len(start) < 348:
+            raise DataError(f"{path}: is not a NIfTI file or is truncated ({len(start)} bytes, a header needs 348)")
+        raise DataError(f"{path}: is not a NIfTI file (no NIfTI-1/2 header)")
+    try:
+        image = nib.load(str(path))
+        header = image.header
+        shape = tuple(int(s) for s in header.get_data_shape())
+        itemsize = header.get_data_dtype().itemsize
+        offset = int(getattr(image.dataobj, "offset", header["vox_offset"]))
+    except Exception as exc:  # nibabel raises many types for a damaged header
+        raise DataError(f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    if not shape or any(s < 1 for s in shape):
+        raise DataError(f"{path}: header announces an empty shape {shape}")
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > max_voxels:
+        raise DataError(
+            f"{path}: header announces {_shape_text(shape)} = {voxels:.3g} voxels, more than the {max_voxels:.3g} "
+            "accepted (corrupt header or not a single scan)"
+        )
+    expected = offset + voxels * itemsize
+    actual = _payload_size(path, gz, expected)
+    if actual < expected:
+        raise DataError(
+            f"{path}: is truncated: its header announces {_shape_text(shape)} voxels ({expected} bytes) "
+            f"but the file holds {actual} bytes"
+        )
+    if actual > expected:
+        raise DataError(
+            f"{path}: header size does not match its data: the header announces {_shape_text(shape)} voxels "
+            f"({expected} bytes) but the file holds {actual} bytes"
+        )
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    codes = (int(header["qform_code"]), int(header["sform_code"]))
+    if codes == (0, 0) and not (np.all(np.isfinite(pixdim)) and np.all(pixdim > 0)):
+        raise DataError(
+            f"{path}: has no valid voxel spacing (qform_code and sform_code are 0 and pixdim is "
+            f"{pixdim.round(4).tolist()}); refusing to guess 1 mm"
+        )
+    affine = np.asarray(image.affine, dtype=np.float64)
+    linear = affine[:3, :3]
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-9:
+        raise DataError(
+            f"{path}: has no valid voxel spacing or orientation (its affine {np.round(affine[:3], 4).tolist()} "
+            "is singular or not finite)"
+        )
+    spacing = tuple(float(v) for v in np.sqrt((linear**2).sum(axis=0)))
+    series = len(shape) > 3 and int(np.prod(shape[3:])) > 1
+    if ndim == 3 and series:
+        raise DataError(
+            f"{path}: holds a 4-D series of {int(np.prod(shape[3:]))} volumes (shape {_shape_text(shape)}); "
+            "a single 3-D volume is expected"
+        )
+    if ndim == 3 and len(shape) < 3:
+        raise DataError(f"{path}: is {len(shape)}-D (shape {_shape_text(shape)}); a 3-D volume is expected")
+    if ndim == 4 and not series:
+        raise DataError(f"{path}: holds a single volume (shape {_shape_text(shape)}); a 4-D series is expected")
+    return NiftiInfo(path=path, shape=shape, affine=affine, spacing=spacing)  # type: ignore[arg-type]
+
+
+def _paths(value: object) -> list[str] | None:
+    """The file path(s) of a datalist value, or ``None`` for anything else (a tensor, an array)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, os.PathLike)) for v in value):
+        return [os.fspath(v) for v in value]
+    return None
+
+
+def _check_same_grid(infos: Sequence[NiftiInfo]) -> None:
+    reference = infos[0]
+    for other in infos[1:]:
+        if other.grid_shape != reference.grid_shape:
+            raise DataError(
+                f"{other.path}: grid {_shape_text(other.grid_shape)} differs from {reference.path} "
+                f"({_shape_text(reference.grid_shape)}); a case's volumes must share one grid"
+            )
+        if not np.allclose(other.affine, reference.affine, rtol=0.0, atol=GRID_TOLERANCE):
+            worst = float(np.abs(other.affine - reference.affine).max())
+            raise DataError(
+                f"{other.path}: affine differs from {reference.path} by up to {worst:.3g} mm; a case's volumes "
+                "must share one grid (resample them onto one grid first)"
+            )
+
+
+class CheckNiftiHeaders(Transform):
+    """Check the NIfTI file(s) of one value (a path or a list of co-registered paths) before loading.
+
+    Args:
+        ndim: ``3`` (volumes) or ``4`` (one 4-D series per file).
+        max_voxels: largest accepted file (voxels).
+        same_grid: the files of the value must share shape and affine.
+
+    Returns the value unchanged; a value that is not a path (a tensor) passes through unchecked.
+    """
+
+    def __init__(self, ndim: int = 3, max_voxels: int = DEFAULT_MAX_VOXELS, same_grid: bool = True) -> None:
+        if ndim not in (3, 4):
+            raise ValueError(f"ndim must be 3 or 4, got {ndim}")
+        self.ndim = ndim
+        self.max_voxels = int(max_voxels)
+        self.same_grid = same_grid
+
+    def infos(self, value: object) -> list[NiftiInfo]:
+        """Header information of each file of ``value`` (``[]`` for a non-path value).
+
+        Raises:
+            DataError: see :func:`read_nifti_header`, or the files' grids differ.
+        """
+        paths = _paths(value)
+        if paths is None:
+            return []
+        infos = [read_nifti_header(p, self.ndim, self.max_voxels) for p in paths]
+        if self.same_grid and len(infos) > 1:
+            _check_same_grid(infos)
+        return infos
+
+    def __call__(self, value: object) -> object:
+        self.infos(value)
+        return value
+
+
+class CheckNiftiHeadersd(MapTransform):
+    """Dictionary version of :class:`CheckNiftiHeaders`, run right before ``LoadImaged``.
+
+    Args:
+        keys: datalist keys holding file paths (``image``, ``label``, extras).
+        ndim: ``3`` or ``4`` for every key, or a mapping key → ``3``/``4`` (e.g. ``{"perfusion_4d": 4}``;
+            keys not in it are 3-D).
+        same_grid_keys: keys whose files must all share one grid (spatial shape and affine); default: every
+            key. A 4-D series is compared on its first three dimensions.
+        max_voxels: largest accepted file (voxels).
+        allow_missing_keys: don't fail on an absent key (an optional extra).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        ndim: int | Mapping[str, int] = 3,
+        same_grid_keys: KeysCollection | None = None,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        ndims = dict(ndim) if isinstance(ndim, Mapping) else {}
+        self.checkers = {
+            key: CheckNiftiHeaders(ndims.get(key, 3) if ndims else int(ndim), max_voxels) for key in self.keys
+        }
+        if same_grid_keys is None:
+            self.same_grid_keys = tuple(self.keys)
+        else:
+            self.same_grid_keys = (same_grid_keys,) if isinstance(same_grid_keys, str) else tuple(same_grid_keys)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        grid: list[NiftiInfo] = []
+        for key in self.key_iterator(d):
+            infos = self.checkers[key].infos(d[key])
+            if key in self.same_grid_keys:
+                grid += infos
+        if len(grid) > 1:
+            _check_same_grid(grid)
+        return d
 
 
 def source_name(img: torch.Tensor) -> str:
@@ -64,8 +359,10 @@ class CheckImage(Transform):
                 extra = " (the file holds a 4-D series; a single 3-D volume is expected)"
             raise DataError(f"{name}: expected {self.channels} channel(s), got {img.shape[0]}{extra}")
         if not torch.isfinite(img).all():
-            bad = int((~torch.isfinite(img)).sum())
-            raise DataError(f"{name}: contains {bad} NaN/Inf voxel(s)")
+            nan = int(torch.isnan(img).sum())
+            inf = int(torch.isinf(img).sum())
+            what = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "Inf")) if n)
+            raise DataError(f"{name}: contains {what} voxel(s)")
         if not self.allow_empty and not bool(torch.any(img != 0)):
             raise DataError(f"{name}: the image is empty (every voxel is 0)")
         return img
