@@ -1,0 +1,73 @@
+"""Every bundle passes ``strokeseg verify`` (all checks of bundles.md) and logs what TensorBoard should show."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from strokeseg.bundle.description import BundleDescription
+from strokeseg.bundle.verify import VerifyReport, verify_bundle
+
+_REPORTS: dict[str, tuple[VerifyReport, Path]] = {}
+
+
+def _verified(bundle: BundleDescription) -> tuple[VerifyReport, Path]:
+    """Run verify once per bundle and process (the TensorBoard test reads the smoke run's event files)."""
+    if bundle.name not in _REPORTS:
+        work = Path(tempfile.mkdtemp(prefix=f"verify-{bundle.name}-"))
+        _REPORTS[bundle.name] = (verify_bundle(bundle.root, workdir=work, train=True), work)
+    return _REPORTS[bundle.name]
+
+
+def test_verify_passes_every_check(bundle):
+    report, _ = _verified(bundle)
+    assert report.ok, report.summary()
+    assert {check.number for check in report.checks} == set(range(1, 9))
+    exports = report.result(5).message
+    for network in bundle.networks:  # every exported network went through ckpt_export and torch.jit.load
+        assert f"{network.id}:" in exports
+
+
+def _read_events(log_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def _validation_metric_names(bundle: BundleDescription) -> list[str]:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle.configs / "train.json"))
+    return sorted(parser.get("validate#key_metric", {}) or {})
+
+
+def test_tensorboard_shows_loss_lr_validation_metric_and_images(bundle):
+    report, work = _verified(bundle)
+    if not report.result(6).ok:
+        pytest.fail(f"the smoke training failed, so there is nothing to read: {report.result(6).message}")
+    tb_dirs = sorted({p.parent for p in (work / "out" / "train").rglob("events.out.tfevents.*")})
+    assert tb_dirs, f"no TensorBoard event file under {work / 'out' / 'train'}"
+    scalars: dict[str, list] = {}
+    images: list[str] = []
+    for folder in tb_dirs:
+        events = _read_events(folder)
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(events.Scalars(tag))
+        images += events.Tags()["images"]
+    loss_tags = [tag for tag in scalars if "loss" in tag.lower()]
+    assert loss_tags, f"no loss scalar in {sorted(scalars)}"
+    # one value per iteration: steps are consecutive iteration numbers
+    steps = sorted({event.step for tag in loss_tags for event in scalars[tag]})
+    assert steps and steps == list(range(steps[0], steps[0] + len(steps))), steps
+    assert any(tag == "lr" or tag.startswith("lr/") for tag in scalars), f"no learning-rate scalar in {sorted(scalars)}"
+    metrics = _validation_metric_names(bundle)
+    assert metrics, "train.json has no validate#key_metric"
+    for name in metrics:
+        assert name in scalars, f"validation key metric {name!r} not logged (scalars: {sorted(scalars)})"
+        assert len({event.step for event in scalars[name]}) >= 1
+    assert images, "no image summary (input, label, prediction) in the training event files"
