@@ -34,12 +34,6 @@ def test_demo_refuses_an_unknown_bundle(tmp_path):
         demo.run_demo(tmp_path, bundles="no_such_bundle")
 
 
-def test_bundle_stages_lists_train_first_then_extra_stages():
-    stages = demo.bundle_stages(demo.default_bundles_dir() / "stroke_dwi_edd_muscle")
-    assert stages[0] == "train.json"
-    assert "train_muscle.json" in stages
-
-
 @pytest.mark.slow
 def test_full_demo_runs_the_edd_bundle(tmp_path):
     readme = demo.run_demo(tmp_path / "demo", bundles="stroke_dwi_edd_muscle")

@@ -1,4 +1,4 @@
-"""The ``strokeseg`` command (python-fire): synth, datalist, demo, evaluate, verify, bench.
+"""The ``strokeseg`` command (python-fire): synth, datalist, infer, train, demo, evaluate, verify, bench.
 
 Each verb is a thin function that imports its implementation lazily, so ``strokeseg --help`` stays
 fast and one verb's heavy dependencies are not loaded by another.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import fire
 
 from strokeseg.bundle.knobs import as_bool
 from strokeseg.errors import StrokesegError
 
-__all__ = ["main", "synth", "datalist", "demo", "evaluate", "verify", "bench", "as_bool"]
+__all__ = ["main", "synth", "datalist", "infer", "train", "demo", "evaluate", "verify", "bench", "as_bool"]
 
 
 def synth(
@@ -165,7 +166,64 @@ def bench(bundles: str | list[str] | None = None, out: str = "bench.json") -> st
     return str(run_bench(bundles=bundles, out=out))
 
 
+def infer(bundle: str, input: str, out: str = "predictions", quick: bool = False, **overrides) -> str:  # noqa: A002
+    """Segment INPUT (a NIfTI file, a folder of them, a datalist or an ISLES tree) with a trained BUNDLE.
+
+    Runs the bundle's ``configs/inference.json`` through ``python -m monai.bundle run`` (the same code path),
+    writing ``<out>/<case>/<case>_seg.nii.gz`` in each input's own space. Any further ``--id value`` is a
+    config override (e.g. ``--skip_bad_cases true``, ``--save_prob true``).
+
+    Args:
+        bundle: bundle name (folder under ``bundles/``) or bundle folder.
+        input: what to segment.
+        out: output folder.
+        quick: apply the bundle's ``configs/quick.json`` (a model trained with ``--quick``).
+    """
+    from strokeseg.bundle.frontdoor import infer_command, run_streaming
+
+    command = infer_command(bundle, input, out, quick=as_bool(quick, "quick"), overrides=overrides)
+    code = run_streaming(command)
+    if code != 0:
+        sys.exit(code)  # the bundle already printed its one-line error
+    return str(Path(out).resolve())
+
+
+def train(
+    bundle: str,
+    data: str,
+    quick: bool = False,
+    ckpt_dir: str | None = None,
+    output_dir: str | None = None,
+    **overrides,
+) -> str:
+    """Train every stage of BUNDLE on DATA (an ISLES tree or a datalist), as ``python -m monai.bundle run``.
+
+    Checkpoints go to ``ckpt_dir`` (default: the bundle's ``models/``, where inference looks), TensorBoard
+    logs to ``<output_dir>/tb``. A rerun resumes from the last checkpoint. Further ``--id value`` options are
+    config overrides (e.g. ``--epochs 5 --fold 1``).
+
+    Args:
+        bundle: bundle name (folder under ``bundles/``) or bundle folder.
+        data: dataset root or datalist.
+        quick: the bundle's ``configs/quick.json`` (a short CPU budget on synthetic data).
+        ckpt_dir: checkpoint folder.
+        output_dir: logs and TensorBoard folder.
+    """
+    from strokeseg.bundle.frontdoor import run_streaming, train_commands
+
+    commands = train_commands(
+        bundle, data, quick=as_bool(quick, "quick"), ckpt_dir=ckpt_dir, output_dir=output_dir, overrides=overrides
+    )
+    for command in commands:
+        code = run_streaming(command)
+        if code != 0:
+            sys.exit(code)
+    return "training finished"
+
+
 COMMANDS = {
+    "infer": infer,
+    "train": train,
     "synth": synth,
     "datalist": datalist,
     "demo": demo,

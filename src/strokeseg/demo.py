@@ -2,27 +2,28 @@
 
 The demo drives the bundles exactly as a user would, through ``python -m monai.bundle run`` and
 ``ckpt_export`` in subprocesses, on a copy of each bundle (so nothing is written into ``bundles/``).
-Per bundle: quick training (``train.json`` + ``quick.json``), any further training stage
-(``train_<stage>.json`` + ``quick.json``), inference on the synthetic test cases, evaluation of those
-predictions against the phantoms' hidden reference masks with the shared toolkit, TorchScript export.
+Per bundle, as its self-description (:mod:`strokeseg.bundle.description`) names them: quick training of
+every stage (``train.json`` + ``quick.json``, then each ``train_<stage>.json`` + ``quick.json``), inference on
+the synthetic test cases, evaluation of those predictions against the phantoms' hidden reference masks with
+the shared toolkit, TorchScript export of every exported network.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strokeseg.bundle.description import bundle_folders, default_bundles_dir, describe_bundle
+from strokeseg.bundle.knobs import as_bool
+from strokeseg.bundle.runner import config_arg, run_monai_bundle
+from strokeseg.bundle.verify.smoke import copy_bundle
 from strokeseg.data.layouts import LAYOUT_NAMES
 from strokeseg.errors import StrokesegError
 
-__all__ = ["run_demo", "BundleRun", "bundle_stages", "default_bundles_dir", "run_monai_bundle"]
+__all__ = ["run_demo", "BundleRun", "default_bundles_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,123 +40,75 @@ class BundleRun:
     times: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     report_dir: Path | None = None
-    export: Path | None = None
-
-
-def default_bundles_dir() -> Path:
-    """``bundles/`` of the source checkout (the package is installed editable from it) or of the cwd."""
-    here = Path(__file__).resolve().parents[2] / "bundles"
-    return here if here.is_dir() else Path.cwd() / "bundles"
+    exports: dict[str, Path] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def bundle_stages(bundle: Path) -> list[str]:
-    """Training stages of a bundle: ``train.json`` then every ``train_<stage>.json`` (alphabetical)."""
-    extra = sorted(p.name for p in (bundle / "configs").glob("train_*.json"))
-    return ["train.json", *extra]
-
-
-def run_monai_bundle(args: list[str], log_file: Path, cwd: Path | None = None, timeout: float | None = None) -> float:
-    """Run ``python -m monai.bundle <args>`` with output to ``log_file``; return seconds.
+def _monai(verb: str, args: list[str], log: Path, cwd: Path, timeout: float | None = None) -> float:
+    """Run ``python -m monai.bundle <verb> <args>``; return seconds.
 
     Raises:
         StrokesegError: the command failed (the message carries the end of its log).
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with log_file.open("w") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            timeout=timeout,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
-        raise StrokesegError(f"'monai.bundle {' '.join(args[:3])} …' failed (log: {log_file}):\n{tail}")
-    return seconds
-
-
-def _config_list(*files: str) -> str:
-    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+    run = run_monai_bundle(verb, args, log, cwd=cwd, timeout=timeout)
+    if not run.ok:
+        raise StrokesegError(run.failure())
+    return run.seconds
 
 
 def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> BundleRun:
+    """Quick training of every stage, inference, evaluation and export of every network of one bundle copy."""
     from strokeseg.metrics.report import evaluate_folders
 
-    name = bundle_src.name
+    description = describe_bundle(bundle_src)
+    name = description.name
     bundle = out / "bundles" / name
-    if bundle.exists():
-        shutil.rmtree(bundle)
-    shutil.copytree(bundle_src, bundle, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval"))
-    train_cfg = _read_json(bundle / "configs" / "train.json")
-    run = BundleRun(name=name, layout=train_cfg["layout"])
+    copy_bundle(bundle_src, bundle)
+    run = BundleRun(name=name, layout=description.layout)
     logs = out / "logs" / name
     work = out / "runs" / name
     common = ["--bundle_root", str(bundle), "--dataset_dir", str(data_dir), "--ckpt_dir", str(bundle / "models")]
     quick_file = ["configs/quick.json"] if quick and (bundle / "configs" / "quick.json").is_file() else []
 
-    for stage in bundle_stages(bundle):
-        files = ["configs/train.json"] + ([] if stage == "train.json" else [f"configs/{stage}"]) + quick_file
-        run.times[stage] = run_monai_bundle(
-            ["run", "--config_file", _config_list(*files), "--output_dir", str(work / "train"), *common],
-            logs / f"{stage.removesuffix('.json')}.log",
+    for stage in description.stages:
+        files = description.stage_configs(stage) + quick_file
+        run.times[stage] = _monai(
+            "run",
+            ["--config_file", config_arg(files), "--output_dir", str(work / "train"), *common],
+            logs / f"{stage}.log",
             cwd=bundle,
         )
     pred_dir = work / "test_predictions"
-    infer_config = _config_list("configs/inference.json", *quick_file)
-    run.times["inference"] = run_monai_bundle(
-        [
-            "run",
-            "--config_file",
-            infer_config,
-            "--bundle_root",
-            str(bundle),
-            "--dataset_dir",
-            str(data_dir),
-            "--output_dir",
-            str(pred_dir),
-            "--infer_split",
-            "test",
-        ],
+    infer_config = config_arg(["configs/inference.json", *quick_file])
+    run.times["inference"] = _monai(
+        "run",
+        ["--config_file", infer_config, *common[:4], "--output_dir", str(pred_dir), "--infer_split", "test"],
         logs / "inference.log",
         cwd=bundle,
     )
     start = time.perf_counter()
-    per_slice = bool(_read_json(bundle / "configs" / "evaluate.json").get("lesion_per_slice", False))
+    per_slice = as_bool(_read_json(bundle / "configs" / "evaluate.json").get("lesion_per_slice", False))
     report_dir = evaluate_folders(
         pred_dir, data_dir / "reference_test_labels", work / "test_evaluation", per_slice=per_slice
     )
     run.times["evaluate"] = time.perf_counter() - start
     run.report_dir = Path(report_dir)
-    summary_file = run.report_dir / "summary.json"
-    run.summary = _read_json(summary_file)
-    export = work / "model.ts"
-    run.times["export"] = run_monai_bundle(
-        [
+    run.summary = _read_json(run.report_dir / "summary.json")
+    export_seconds = 0.0
+    for network in description.networks:
+        export = work / f"{Path(network.checkpoint).stem}.ts"
+        export_seconds += _monai(
             "ckpt_export",
-            "network_def",
-            "--filepath",
-            str(export),
-            "--ckpt_file",
-            str(bundle / "models" / "model.pt"),
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            infer_config,
-            "--bundle_root",
-            str(bundle),
-        ],
-        logs / "export.log",
-        cwd=bundle,
-    )
-    run.export = export
+            [network.id, "--filepath", str(export), "--ckpt_file", str(bundle / network.checkpoint)]
+            + ["--meta_file", "configs/metadata.json", "--config_file", infer_config, "--bundle_root", str(bundle)],
+            logs / f"export_{network.id}.log",
+            cwd=bundle,
+        )
+        run.exports[network.id] = export
+    run.times["export"] = export_seconds
     return run
 
 
@@ -208,7 +161,8 @@ def _write_readme(out: Path, datasets: dict[str, dict], runs: list[BundleRun], s
             figures = sorted((run.report_dir / "figures").glob("*.png")) if run.report_dir else []
             lines.append(f"### {run.name}")
             lines.append("")
-            lines.append(f"- TorchScript export: `{run.export.relative_to(out)}`" if run.export else "- export: n/a")
+            for net_id, export in run.exports.items():
+                lines.append(f"- TorchScript export of `{net_id}`: `{export.relative_to(out)}`")
             for fig in figures:
                 lines.append(f"- ![{fig.stem}]({fig.relative_to(out)})")
             lines.append("")
@@ -245,8 +199,7 @@ def run_demo(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = Path(bundles_dir) if bundles_dir is not None else default_bundles_dir()
-    candidates = root.iterdir() if root.is_dir() else []
-    available = sorted(p.name for p in candidates if (p / "configs" / "train.json").is_file())
+    available = [p.name for p in bundle_folders(root)]
     if bundles is None:
         selected = available
     elif isinstance(bundles, str):
@@ -259,9 +212,8 @@ def run_demo(
 
     sizes = {layout: (DEFAULT_CASES, DEFAULT_TEST_CASES) for layout in LAYOUT_NAMES}
     for name in selected:
-        train_cfg = _read_json(root / name / "configs" / "train.json")
         quick_cfg = _read_json(root / name / "configs" / "quick.json")
-        layout = train_cfg["layout"]
+        layout = describe_bundle(root / name).layout
         cases = max(sizes[layout][0], int(quick_cfg.get("demo_cases", DEFAULT_CASES)))
         test_cases = max(sizes[layout][1], int(quick_cfg.get("demo_test_cases", DEFAULT_TEST_CASES)))
         sizes[layout] = (cases, test_cases)
@@ -288,7 +240,7 @@ def run_demo(
 
     runs = []
     for name in selected:
-        layout = _read_json(root / name / "configs" / "train.json")["layout"]
+        layout = describe_bundle(root / name).layout
         logger.info("running bundle %s on %s", name, layout)
         runs.append(_run_bundle(root / name, out, out / "data" / layout, quick))
     return _write_readme(out, datasets, runs, time.perf_counter() - start)
