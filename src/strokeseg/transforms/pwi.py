@@ -19,6 +19,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
 from strokeseg.errors import DataError
+from strokeseg.transforms.ctp import brain_mask
 from strokeseg.transforms.validation import source_name
 
 __all__ = [
@@ -112,6 +113,10 @@ class BrainZScore(Transform):
     The mask is given to ``__call__`` (``(1, *spatial)`` or ``(*spatial)``, non-zero = brain). ISLES 2018 perfusion
     maps are zero outside the brain while CT_4DPWI (and DWI) are not skull-stripped, so the maps' support is the
     brain mask of every channel (seed 004 §2.1 says only "normalize"; the brain restriction is our assumption).
+    Unlike :class:`strokeseg.transforms.ctp.BrainMaskNormalizeIntensity`, which takes the mask from the image it
+    normalises, the mask here comes from elsewhere (the maps), so that PWI_max and the real DWI, which are
+    non-zero on the skull and in the air, are normalised over the same brain voxels. Statistics in float64,
+    population std; a channel without spread is only centred.
 
     Args:
         eps: added to the standard deviation.
@@ -123,13 +128,17 @@ class BrainZScore(Transform):
         self.eps = float(eps)
 
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        data = convert_to_tensor(img, track_meta=False).float()
+        data = convert_to_tensor(img, track_meta=False).to(torch.float64)
         brain = convert_to_tensor(mask, track_meta=False).reshape(data.shape[1:]).ne(0)
         out = torch.zeros_like(data)
         if bool(brain.any()):
             for c in range(data.shape[0]):
                 values = data[c][brain]
-                out[c][brain] = (values - values.mean()) / (values.std(unbiased=False) + self.eps)
+                std = values.std(unbiased=False)
+                out[c][brain] = (
+                    (values - values.mean()) / (std + self.eps) if float(std) > 0 else values - values.mean()
+                )
+        out = out.float()
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
         return out
@@ -167,7 +176,7 @@ class BrainZScored(MapTransform):
         d = dict(data)
         source = d[self.mask_source_key]
         channels = source if self.mask_channels is None else source[self.mask_channels]
-        mask = convert_to_tensor(channels, track_meta=False).ne(0).any(dim=0)
+        mask = brain_mask(channels)[0]
         if not bool(mask.any()):
             raise DataError(f"{source_name(source)}: no brain voxel (every perfusion-map voxel is 0)")
         for key in self.key_iterator(d):
