@@ -14,6 +14,7 @@ from strokeseg.engines.gan import (
     GanKeys,
     SlicePSNRMetric,
     SliceSSIMMetric,
+    loss_scalars,
     prepare_synthesis_batch,
 )
 from strokeseg.losses.gan import CrossEntropyLogGeneralizedDiceLoss
@@ -79,6 +80,10 @@ def test_one_epoch_updates_all_three_networks_and_reports_the_losses():
     assert trainer.loss_weights == (0.002, 0.5, 1.0)
     assert output[GanKeys.FAKE].shape == output[GanKeys.REAL].shape == (2, 1, SIZE, SIZE)
     assert output["pred"].shape == (2, 2, SIZE, SIZE)
+    tags = loss_scalars([output])
+    assert set(tags) == {"train_loss", "train_g_loss", "train_d_loss", "train_adv_loss", "train_seg_loss"}
+    assert tags["train_d_loss"] == float(output["d_loss"])
+    assert loss_scalars({"loss": torch.tensor(0.5)}) == {"train_loss": 0.5}
 
 
 def test_discriminator_step_leaves_generator_and_segmentator_alone():

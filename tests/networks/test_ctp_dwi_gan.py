@@ -84,6 +84,16 @@ def test_composed_network_equals_s_of_g_and_scripts():
     }
 
 
+def test_composition_without_a_generator_is_the_segmentator_alone():
+    s = GroupNormUNet(2, 4, 2, features=(4, 8), norm="batch").eval()
+    net = GeneratorSegmentator(None, s).eval()
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), s(x), rtol=0, atol=0)
+        torch.testing.assert_close(torch.jit.script(net)(x), s(x), rtol=1e-5, atol=1e-5)
+    assert all(k.startswith("segmentator.") for k in net.state_dict())
+
+
 def test_discriminator_scripts():
     d = LSGANDiscriminator(features=(4, 8)).eval()
     x = torch.randn(1, 1, 40, 40)

@@ -47,6 +47,7 @@ __all__ = [
     "GanKeys",
     "CtpDwiGanTrainer",
     "prepare_synthesis_batch",
+    "loss_scalars",
     "SliceSSIMMetric",
     "SlicePSNRMetric",
 ]
@@ -257,6 +258,18 @@ def prepare_synthesis_batch(
         batchdata[Keys.IMAGE].to(device=device, non_blocking=non_blocking, **kwargs),
         batchdata[GanKeys.REAL].to(device=device, non_blocking=non_blocking, **kwargs),
     )
+
+
+def loss_scalars(output: Any, prefix: str = "train_") -> dict[str, float]:
+    """The losses present in a trainer's output (a dict or MONAI's decollated list of dicts) as ``{tag: value}``.
+
+    For ``TensorBoardStatsHandler`` / ``StatsHandler`` ``output_transform``: a U-Net trainer gives ``train_loss``,
+    :class:`CtpDwiGanTrainer` also ``train_g_loss``, ``train_d_loss``, ``train_adv_loss`` and ``train_seg_loss``.
+    """
+    first = output[0] if isinstance(output, (list, tuple)) and output else output
+    if not isinstance(first, dict):
+        return {}
+    return {f"{prefix}{key}": float(first[key]) for key in GanKeys.LOSSES if key in first}
 
 
 def _unit_range(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

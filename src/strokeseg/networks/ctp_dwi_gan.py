@@ -283,7 +283,8 @@ class GeneratorSegmentator(nn.Module):
     """Deployable composition ``S(G(x))``: CT channels → synthetic DWI → class logits (seed 004 Fig. 1).
 
     Args:
-        generator: network ``(B, 5, H, W) → (B, 1, H, W)``.
+        generator: network ``(B, 5, H, W) → (B, 1, H, W)``; ``None`` for the paper's stages 1-2 (a U-Net on the
+            inputs directly, no GAN): the composition is then ``S(x)`` and keeps the same state-dict names.
         segmentator: network ``(B, 1, H, W) → (B, 2, H, W)``.
 
     Example:
@@ -293,16 +294,16 @@ class GeneratorSegmentator(nn.Module):
         torch.Size([1, 2, 32, 32])
     """
 
-    def __init__(self, generator: nn.Module, segmentator: nn.Module) -> None:
+    def __init__(self, generator: nn.Module | None, segmentator: nn.Module) -> None:
         super().__init__()
-        self.generator = generator
+        self.generator = nn.Identity() if generator is None else generator
         self.segmentator = segmentator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_ct, *spatial)`` → ``(B, classes, *spatial)`` logits."""
+        """``(B, C_in, *spatial)`` → ``(B, classes, *spatial)`` logits."""
         return self.segmentator(self.generator(x))
 
     @torch.jit.export
     def synthesize(self, x: torch.Tensor) -> torch.Tensor:
-        """The generated DWI ``G(x)`` alone, ``(B, 1, *spatial)``."""
+        """The generated DWI ``G(x)`` alone, ``(B, 1, *spatial)`` (the input itself without a generator)."""
         return self.generator(x)
