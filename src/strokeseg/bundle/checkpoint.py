@@ -167,13 +167,14 @@ class StrictCheckpointLoader(CheckpointLoader):
                     f"checkpoint {path} has no {absent} (it holds {sorted(checkpoint)}): was it written by "
                     "another bundle or configuration?"
                 )
+        max_epochs = engine.state.max_epochs
         try:
             super().__call__(engine)
         except ValueError as err:
             if "max_epochs" not in str(err):
                 raise
             raise BundleError(
-                f"checkpoint {path} is from epoch {engine.state.epoch}, beyond epochs={engine.state.max_epochs} of "
+                f"checkpoint {path} is from epoch {engine.state.epoch}, beyond epochs={max_epochs} of "
                 "this run: raise epochs to train on, or pass --resume false to start again"
             ) from err
         except (RuntimeError, KeyError) as err:
@@ -610,7 +611,9 @@ def attach_training_checkpoints(
     state = getattr(trainer, "state", None)
     scalers.update({name: getattr(state, name, None) for name in ("g_scaler", "d_scaler")})
     for name, scaler in scalers.items():
-        if scaler is not None and name not in to_save:
+        # a disabled GradScaler (amp on a CPU-only machine) has an empty state that it refuses to load again
+        enabled = scaler is not None and (not hasattr(scaler, "is_enabled") or scaler.is_enabled())
+        if enabled and name not in to_save:
             to_save[name] = scaler
             optional.add(name)
 
