@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.utils import set_determinism
@@ -103,6 +104,39 @@ def test_generator_step_does_not_update_the_discriminator():
     assert not _changed(before[1], d)
     assert _changed(before[0], g) and _changed(before[2], s)
     assert all(p.requires_grad for p in d.parameters())  # D is frozen only during the G + S step
+
+
+def test_without_generator_and_discriminator_it_trains_the_unet_on_its_input():
+    """Paper stages 1-2: S on the CT maps (or the real DWI) directly, SegLoss only, no DWI needed in the batch."""
+    set_determinism(seed=0)
+    s = GroupNormUNet(2, 5, 2, features=(4, 8), norm="batch")
+    opt = torch.optim.RMSprop(s.parameters(), lr=1e-3, alpha=0.9)
+    data = [{"image": d["image"], "label": d["label"]} for d in _data()]
+    seg_loss = CrossEntropyLogGeneralizedDiceLoss()
+    trainer = CtpDwiGanTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=DataLoader(Dataset(data), batch_size=2),
+        generator=None,
+        discriminator=None,
+        segmentator=s,
+        d_optimizer=None,
+        gs_optimizer=opt,
+        seg_loss_function=seg_loss,
+    )
+    before = _params(s)
+    trainer.run()
+    assert _changed(before, s)
+    assert set(loss_scalars(trainer.state.output)) == {"train_loss", "train_seg_loss"}
+    torch.testing.assert_close(trainer.state.output["loss"], trainer.state.output["seg_loss"])
+
+
+def test_a_discriminator_needs_a_generator():
+    s = GroupNormUNet(2, 5, 2, features=(4, 8))
+    d = LSGANDiscriminator(features=(4,))
+    opt = torch.optim.RMSprop(s.parameters())
+    with pytest.raises(ValueError, match="needs a generator"):
+        CtpDwiGanTrainer("cpu", 1, [], None, d, s, torch.optim.RMSprop(d.parameters()), opt, torch.nn.MSELoss())
 
 
 def _objects(g, d, s, d_opt, gs_opt) -> dict:

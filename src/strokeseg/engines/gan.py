@@ -78,10 +78,11 @@ class CtpDwiGanTrainer(Trainer):
         device: device of the networks.
         max_epochs: number of epochs.
         train_data_loader: loader of 2-D slice batches.
-        generator: G, ``(B, 5, H, W) → (B, 1, H, W)``.
-        discriminator: D, ``(B, 1, H, W) → (B, 1)`` scores.
+        generator: G, ``(B, 5, H, W) → (B, 1, H, W)``; ``None`` (with no discriminator) for the paper's stages
+            1-2, a U-Net trained on its input directly with the segmentation loss alone.
+        discriminator: D, ``(B, 1, H, W) → (B, 1)`` scores; ``None``: no adversarial term and no D step.
         segmentator: S, ``(B, 1, H, W) → (B, 2, H, W)`` logits.
-        d_optimizer: optimiser of D's parameters.
+        d_optimizer: optimiser of D's parameters (``None`` without a discriminator).
         gs_optimizer: one optimiser of G's and S's parameters (updated together, seed 004 §3.1).
         seg_loss_function: ``SegLoss(logits, label)`` (CE − log GDS, :mod:`strokeseg.losses.gan`).
         recon_loss_function: ``GLoss(fake, real)``; default ``torch.nn.MSELoss()`` (eq. 1).
@@ -96,7 +97,8 @@ class CtpDwiGanTrainer(Trainer):
         inferer: how G, D and S are called (default ``SimpleInferer``).
 
     Raises:
-        ValueError: ``loss_weights`` is not three numbers, or a batch lacks ``dwi_key``.
+        ValueError: ``loss_weights`` is not three numbers, a discriminator comes without a generator or without
+            ``d_optimizer``, or (in training) a batch lacks ``dwi_key`` while there is a generator.
     """
 
     def __init__(
@@ -104,10 +106,10 @@ class CtpDwiGanTrainer(Trainer):
         device: str | torch.device,
         max_epochs: int,
         train_data_loader: Iterable | DataLoader,
-        generator: torch.nn.Module,
-        discriminator: torch.nn.Module,
+        generator: torch.nn.Module | None,
+        discriminator: torch.nn.Module | None,
         segmentator: torch.nn.Module,
-        d_optimizer: Optimizer,
+        d_optimizer: Optimizer | None,
         gs_optimizer: Optimizer,
         seg_loss_function: Callable,
         recon_loss_function: Callable | None = None,
@@ -156,6 +158,8 @@ class CtpDwiGanTrainer(Trainer):
         weights = [float(w) for w in loss_weights]
         if len(weights) != 3:
             raise ValueError(f"loss_weights must be (w_g, w_d, w_s), got {loss_weights!r}.")
+        if discriminator is not None and (generator is None or d_optimizer is None):
+            raise ValueError("a discriminator needs a generator to judge and its own d_optimizer.")
         self.generator = generator
         self.discriminator = discriminator
         self.segmentator = segmentator
@@ -192,62 +196,66 @@ class CtpDwiGanTrainer(Trainer):
         """One D step, then one joint G + S step; returns the output dict (module docstring)."""
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        if engine.dwi_key not in batchdata:
+        generator, discriminator = engine.generator, engine.discriminator
+        if generator is not None and engine.dwi_key not in batchdata:
             raise ValueError(
                 f"the GAN trainer needs the real DWI under {engine.dwi_key!r}; batch keys: {list(batchdata)}"
             )
-        inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[
-            :2
-        ]
-        real = batchdata[engine.dwi_key].to(engine.state.device, non_blocking=engine.non_blocking)
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = batch[0], batch[1]
         w_g, w_d, w_s = engine.loss_weights
-
-        engine.generator.train()
-        engine.discriminator.train()
+        output: dict[str, Any] = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        real = None
+        if generator is not None:
+            real = batchdata[engine.dwi_key].to(engine.state.device, non_blocking=engine.non_blocking)
+            generator.train()
         engine.segmentator.train()
 
         # 1. discriminator: real vs generated (G not updated here)
-        engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.no_grad(), engine._autocast():
-            fake_for_d = engine.inferer(inputs, engine.generator)
-        with engine._autocast():
-            d_loss = engine.d_loss_function(
-                engine.inferer(real, engine.discriminator), engine.inferer(fake_for_d.detach(), engine.discriminator)
-            )
-        engine._step(d_loss, engine.d_optimizer, engine.state.d_scaler)
+        if discriminator is not None and generator is not None and engine.d_optimizer is not None:
+            discriminator.train()
+            engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            with torch.no_grad(), engine._autocast():
+                fake_for_d = engine.inferer(inputs, generator)
+            with engine._autocast():
+                d_loss = engine.d_loss_function(
+                    engine.inferer(real, discriminator), engine.inferer(fake_for_d.detach(), discriminator)
+                )
+            engine._step(d_loss, engine.d_optimizer, engine.state.d_scaler)
+            output[GanKeys.D_LOSS] = d_loss.detach()
 
         # 2. generator + segmentator together; D is only judged, not updated
         engine.gs_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        engine.discriminator.requires_grad_(False)
+        if discriminator is not None:
+            discriminator.requires_grad_(False)
         try:
             with engine._autocast():
-                fake = engine.inferer(inputs, engine.generator)
-                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+                fake = inputs if generator is None else engine.inferer(inputs, generator)
                 logits = engine.inferer(fake, engine.segmentator)
-                g_loss = engine.recon_loss_function(fake, real).mean()
-                adv_loss = engine.adv_loss_function(engine.inferer(fake, engine.discriminator))
+                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
                 seg_loss = engine.seg_loss_function(logits, targets).mean()
-                loss = w_g * g_loss + w_d * adv_loss + w_s * seg_loss
+                loss = w_s * seg_loss
+                if generator is not None:
+                    g_loss = engine.recon_loss_function(fake, real).mean()
+                    loss = loss + w_g * g_loss
+                    output[GanKeys.G_LOSS] = g_loss.detach()
+                if discriminator is not None and generator is not None:
+                    adv_loss = engine.adv_loss_function(engine.inferer(fake, discriminator))
+                    loss = loss + w_d * adv_loss
+                    output[GanKeys.ADV_LOSS] = adv_loss.detach()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             engine._step(loss, engine.gs_optimizer, engine.state.g_scaler)
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         finally:
-            engine.discriminator.requires_grad_(True)
+            if discriminator is not None:
+                discriminator.requires_grad_(True)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
-        engine.state.output = {
-            Keys.IMAGE: inputs,
-            Keys.LABEL: targets,
-            Keys.PRED: logits.detach(),
-            Keys.LOSS: loss.detach(),
-            GanKeys.G_LOSS: g_loss.detach(),
-            GanKeys.D_LOSS: d_loss.detach(),
-            GanKeys.ADV_LOSS: adv_loss.detach(),
-            GanKeys.SEG_LOSS: seg_loss.detach(),
-            GanKeys.REAL: real,
-            GanKeys.FAKE: fake.detach(),
-        }
-        return engine.state.output
+        output.update({Keys.PRED: logits.detach(), Keys.LOSS: loss.detach(), GanKeys.SEG_LOSS: seg_loss.detach()})
+        if generator is not None:
+            output.update({GanKeys.REAL: real, GanKeys.FAKE: fake.detach()})
+        engine.state.output = output
+        return output
 
 
 def prepare_synthesis_batch(
