@@ -9,14 +9,9 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import EnsureTyped
 
-from strokeseg.engines.muscle import (
-    EddMuscleInferer,
-    balanced_sample_weights,
-    find_small_candidates,
-    mine_muscle_samples,
-    multiscale_candidate_patches,
-)
+from strokeseg.engines.muscle import balanced_sample_weights, mine_muscle_samples
 from strokeseg.errors import DataError
+from strokeseg.inferers.cascade import EddMuscleInferer, find_small_candidates, multiscale_candidate_patches
 
 
 class ThresholdEDD(torch.nn.Module):
@@ -38,7 +33,8 @@ class CentreMUSCLE(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[1:] == (4, 16, 16)
         self.seen.append(x)
-        centre = self.dropout(x[:, 0, 7:10, 7:10]).mean(dim=(1, 2))
+        # the centroid pixel sits at index 7 (the window of the authors' utils.py)
+        centre = self.dropout(x[:, 0, 6:9, 6:9]).mean(dim=(1, 2))
         return torch.stack([torch.zeros_like(centre), 50.0 * (centre - 0.9)], dim=1)
 
 
@@ -83,10 +79,10 @@ def test_small_candidates_connectivity_and_torch_input():
 
 
 def _reference_patch(volume: np.ndarray, centroid: tuple[float, float], side: int) -> np.ndarray:
-    """Hand crop: zero-pad, take the side × side window whose pixel side // 2 is the rounded centroid, resize."""
+    """Hand crop as the authors' utils.patch_extract: start int(mean - side/2 + 1), zero-pad (no shift), resize."""
     padded = np.pad(volume, 40)
-    r0 = int(np.floor(centroid[0] + 0.5)) - side // 2 + 40
-    c0 = int(np.floor(centroid[1] + 0.5)) - side // 2 + 40
+    r0 = int(np.floor(centroid[0] - side / 2 + 1)) + 40
+    c0 = int(np.floor(centroid[1] - side / 2 + 1)) + 40
     crop = torch.as_tensor(padded[r0 : r0 + side, c0 : c0 + side])[None, None]
     return F.interpolate(crop, size=(16, 16), mode="bilinear", align_corners=False)[0, 0].numpy()
 
@@ -105,9 +101,10 @@ def test_multiscale_patches_match_hand_crops_inside_and_at_border():
             np.testing.assert_allclose(patches[i, channel].numpy(), expected, atol=1e-5)
         np.testing.assert_allclose(patches[i, 3].numpy(), _reference_patch(prob[..., z], centroid, 16), atol=1e-5)
     # the 16-px patch is a plain copy; the 32-px one averages 2 × 2 blocks
-    np.testing.assert_allclose(patches[1, 0].numpy(), image[3:19, 13:29, 0], atol=1e-5)
-    # 32-px patch of candidate (11, 21) starts at (-5, 5): output pixel (8, 8) is the mean of rows 11-12, cols 21-22
-    assert patches[1, 2, 8, 8].item() == pytest.approx(image[11:13, 21:23, 0].mean(), abs=1e-5)
+    # utils.patch_extract of an integer centroid (11, 21), side 16: rows 11 - 8 + 1 = 4 … 19, cols 14 … 29
+    np.testing.assert_allclose(patches[1, 0].numpy(), image[4:20, 14:30, 0], atol=1e-5)
+    # 32-px patch starts at (-4, 6): output pixel (7, 7) is the mean of rows 10-11, cols 20-21
+    assert patches[1, 2, 7, 7].item() == pytest.approx(image[10:12, 20:22, 0].mean(), abs=1e-5)
     # border: rows above the image are zero padding
     assert torch.all(patches[4, 2, :3] == 0)
 

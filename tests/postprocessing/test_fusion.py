@@ -59,3 +59,20 @@ def test_dictionary_transform_keeps_meta_and_two_class_map():
     np.testing.assert_allclose(plain, [0.5])
     with pytest.raises(KeyError, match="inst"):
         BayesFusiond("pred", instance_key="inst")({"pred": pred})
+
+
+def test_hard_reject_and_rule_dispatch():
+    from strokeseg.postprocessing.fusion import FUSION_RULES, fuse_instance_probability, hard_reject
+
+    p = np.array([0.9, 0.7, 0.6, 0.2], dtype=np.float32)
+    q = np.array([0.49, 0.5, 0.99, 0.1], dtype=np.float32)
+    np.testing.assert_array_equal(hard_reject(p, q), np.array([0.0, 0.7, 0.6, 0.0], dtype=np.float32))
+    t = hard_reject(torch.as_tensor(p), torch.as_tensor(q))
+    assert isinstance(t, torch.Tensor) and torch.equal(t, torch.tensor([0.0, 0.7, 0.6, 0.0]))
+    assert FUSION_RULES == ("product", "hard_reject")
+    np.testing.assert_allclose(fuse_instance_probability(p, q, "product"), bayes_fusion(p, q))
+    np.testing.assert_array_equal(fuse_instance_probability(p, q, "hard_reject"), hard_reject(p, q))
+    with pytest.raises(ValueError, match="fusion rule"):
+        fuse_instance_probability(p, q, "max")
+    with pytest.raises(ValueError):
+        hard_reject(p, np.array([1.5]))

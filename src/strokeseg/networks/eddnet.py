@@ -23,11 +23,15 @@ from monai.networks.layers.factories import Act, Conv
 
 from strokeseg.layers.pooling import MaxPoolWithIndices, MaxUnpoolWithIndices
 
-__all__ = ["EDDNet", "DeconvNetBranch", "caffe_xavier_init_"]
+__all__ = ["EDDNet", "DeconvNetBranch", "caffe_xavier_init_", "INFERENCE_HEADS"]
 
 # Caffe "BatchNorm" without a following "Scale" layer has no learnable scale or shift (EDD/net.prototxt, [code]).
 _NORM = ("batch", {"affine": False})
 _DECODERS = ("unpool", "bilinear")
+# Outputs an EDD Net can return at inference (seed 000 Table 4 compares branch 1, branch 2, fused and refined of one
+# trained network): "final" is the network's prediction; "branch<k>" (1-based) a branch's logits; "fused" the naive
+# ensemble; "refined" the refinement head; "all" every output stacked as in deep supervision.
+INFERENCE_HEADS = ("final", "fused", "refined", "all")
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
@@ -160,6 +164,11 @@ class EDDNet(nn.Module):
     ``torch.unbind(out, dim=1)`` yields the maps and :class:`strokeseg.losses.DeepSupervisionCrossEntropy`
     sums their losses. ``K`` is :attr:`num_outputs`; it is 4 for the default network.
 
+    Heads at inference (``inference_head``, seed 000 Table 4 scores the four outputs of one trained network):
+    ``"final"`` (default; what the export returns), ``"branch1"`` … ``"branch<N>"``, ``"fused"``, ``"refined"``,
+    or ``"all"`` (the stacked ``(B, K, out_channels, H, W)`` tensor of deep supervision, also in eval mode). The
+    choice selects an output only; it changes no weight, so one trained model is scored head by head.
+
     Weights follow Caffe's ``xavier`` filler (see :func:`caffe_xavier_init_`), BatchNorm has no scale/shift.
     The default network has about 3.2 M parameters (method sheet).
 
@@ -175,11 +184,12 @@ class EDDNet(nn.Module):
         deep_supervision: in training mode, return all the outputs stacked (see above).
         features: widths ``(f0, f1, f2)`` of the three resolution levels.
         spatial_dims: 2 (the paper) or 3.
+        inference_head: output returned when not training with deep supervision (see above).
 
     Raises:
         ValueError: on an inconsistent configuration (``num_branches < 1``, several branches without fusion,
-            unknown decoder, bad ``features``); at call time, on an input whose spatial sizes are not
-            multiples of 4 or whose number of dimensions is wrong.
+            unknown decoder, bad ``features``, a head the configuration lacks); at call time, on an input whose
+            spatial sizes are not multiples of 4 or whose number of dimensions is wrong.
 
     Example::
 
@@ -200,6 +210,7 @@ class EDDNet(nn.Module):
         deep_supervision: bool = False,
         features: Sequence[int] = (32, 64, 128),
         spatial_dims: int = 2,
+        inference_head: str = "final",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -236,7 +247,38 @@ class EDDNet(nn.Module):
             else nn.Identity()
         )
         self.num_outputs = 1 + (num_branches if (fusion or refinement) else 0) + int(fusion and refinement)
+        self.inference_head = str(inference_head)
+        self.head_index = self._head_index(self.inference_head, num_branches)
         caffe_xavier_init_(self)
+
+    def _head_index(self, head: str, num_branches: int) -> int:
+        """Index of ``head``: -1 final, -2 all, 0 … N-1 a branch, N the fused map.
+
+        Raises:
+            ValueError: unknown head, or one this configuration does not have.
+        """
+        branches = [f"branch{k + 1}" for k in range(num_branches)]
+        known = ("final", *branches, "fused", "refined", "all")
+        if head not in known:
+            raise ValueError(f"inference_head must be one of {known}, got {head!r}.")
+        if head == "final" or (head == "refined" and self.use_refinement):
+            return -1
+        if head == "all":
+            return -2
+        if head == "fused" and self.use_fusion:
+            return -1 if not self.use_refinement else num_branches
+        if head in branches:
+            return branches.index(head)
+        raise ValueError(
+            f"inference_head={head!r}: this EDD Net has no such output (fusion={self.use_fusion}, "
+            f"refinement={self.use_refinement})."
+        )
+
+    def set_inference_head(self, head: str) -> EDDNet:
+        """Select the output returned at inference (see the class docstring); returns ``self``."""
+        self.head_index = self._head_index(str(head), len(self.branches))
+        self.inference_head = str(head)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment ``x``.
@@ -275,8 +317,12 @@ class EDDNet(nn.Module):
         final = ensemble
         if self.use_refinement:
             final = self.refinement(torch.cat([x, ensemble], dim=1))
-        if not (self.training and self.deep_supervision):
-            return final
+        all_outputs = self.training and self.deep_supervision
+        if not all_outputs:
+            if self.head_index == -1:
+                return final
+            if self.head_index >= 0:
+                return ensemble if self.head_index == len(branch_logits) else branch_logits[self.head_index]
         outputs: list[torch.Tensor] = [final]
         if self.use_fusion or self.use_refinement:
             outputs.extend(branch_logits)

@@ -1,4 +1,11 @@
-"""Bayes fusion of an instance-level probability (MUSCLE Net) with pixel-level probabilities (EDD Net), seed 000."""
+"""Fusion of an instance-level probability (MUSCLE Net) with pixel-level probabilities (EDD Net), seed 000 §3.2.
+
+Seed 000 says only that the two are combined "with Bayes' theorem". The formula here is our reading of it
+(an assumption, listed in the EDD model card): the two probabilities are treated as independent evidence for the
+same event with a uniform prior of 0.5, which gives the normalised product ``p_pix·p_inst / (p_pix·p_inst +
+(1 − p_pix)(1 − p_inst))``. :func:`hard_reject` is the alternative reading, one decision per candidate: drop the
+candidate when MUSCLE says ``p_inst < 0.5``, keep its pixels' ``p_pix`` otherwise.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,12 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["bayes_fusion", "BayesFusion", "BayesFusiond"]
+__all__ = ["bayes_fusion", "hard_reject", "fuse_instance_probability", "FUSION_RULES", "BayesFusion", "BayesFusiond"]
+
+# "product": bayes_fusion (per-pixel normalised product, prior 0.5); "hard_reject": per-candidate decision.
+FUSION_RULES = ("product", "hard_reject")
+# p_inst below which hard_reject drops a candidate (the classifier's own decision boundary).
+REJECT_BELOW = 0.5
 
 # Value where the two probabilities are contradictory certainties (p_pix, p_inst) = (1, 0) or (0, 1): the formula
 # is 0 / 0 there, and 0.5 is its limit along every path p_pix = 1 - p_inst (p(1-p) / (2 p(1-p)) = 1/2).
@@ -21,6 +33,9 @@ def bayes_fusion(p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float) -> Nda
     """Fuse two independent probabilities of the same event with Bayes' theorem (seed 000 §3.2):
 
     ``p = p_pix·p_inst / (p_pix·p_inst + (1 − p_pix)(1 − p_inst))``.
+
+    The formula is ours: seed 000 names Bayes' theorem without one; this is the posterior of two conditionally
+    independent pieces of evidence under a uniform prior of 0.5 (the per-pixel normalised product).
 
     ``p_inst = 0.5`` leaves ``p_pix`` unchanged (up to rounding); the result grows with both inputs. Where the
     denominator is 0 (one input is 1, the other 0) the result is defined as 0.5. Works element-wise with
@@ -51,6 +66,56 @@ def bayes_fusion(p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float) -> Nda
     total = positive + (1 - p) * (1 - q)
     safe_total = np.where(total > 0, total, 1)
     return np.where(total > 0, positive / safe_total, CONTRADICTION_VALUE).astype(np.result_type(positive, total))
+
+
+def hard_reject(
+    p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float, threshold: float = REJECT_BELOW
+) -> NdarrayOrTensor:
+    """Per-candidate decision: 0 where ``p_inst < threshold`` (MUSCLE rejects the candidate), ``p_pix`` elsewhere.
+
+    Not in seed 000 (whose text says "Bayes' theorem"); the alternative to :func:`bayes_fusion` that the EDD model
+    card reports beside it. Element-wise with broadcasting, on numpy arrays or torch tensors (the type of ``p_pix``).
+
+    Args:
+        p_pix: pixel probabilities in ``[0, 1]``.
+        p_inst: instance probabilities in ``[0, 1]``, broadcastable to ``p_pix``.
+        threshold: rejection threshold on ``p_inst`` (0.5).
+
+    Raises:
+        ValueError: a value lies outside ``[0, 1]`` or is NaN.
+    """
+    if isinstance(p_pix, torch.Tensor):
+        q = torch.as_tensor(p_inst, device=p_pix.device)
+        p = p_pix if p_pix.is_floating_point() else p_pix.float()
+        _check_probability(p, "p_pix")
+        _check_probability(q, "p_inst")
+        return torch.where(q < threshold, torch.zeros_like(p), p)
+    p = np.asarray(p_pix)
+    p = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float32)
+    q = np.asarray(p_inst.detach().cpu().numpy() if isinstance(p_inst, torch.Tensor) else p_inst)
+    _check_probability(p, "p_pix")
+    _check_probability(q, "p_inst")
+    return np.where(q < threshold, np.zeros_like(p), p).astype(p.dtype)
+
+
+def fuse_instance_probability(
+    p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float, rule: str = "product"
+) -> NdarrayOrTensor:
+    """Combine pixel and instance probabilities with a rule of :data:`FUSION_RULES`.
+
+    Args:
+        p_pix: pixel probabilities in ``[0, 1]``.
+        p_inst: instance probabilities in ``[0, 1]``, broadcastable to ``p_pix``.
+        rule: ``"product"`` (:func:`bayes_fusion`) or ``"hard_reject"`` (:func:`hard_reject`).
+
+    Raises:
+        ValueError: unknown ``rule``, or values outside ``[0, 1]``.
+    """
+    if rule == "product":
+        return bayes_fusion(p_pix, p_inst)
+    if rule == "hard_reject":
+        return hard_reject(p_pix, p_inst)
+    raise ValueError(f"fusion rule must be one of {FUSION_RULES}, got {rule!r}.")
 
 
 def _check_probability(x: NdarrayOrTensor, name: str) -> None:
