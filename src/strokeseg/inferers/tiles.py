@@ -23,7 +23,7 @@ from monai.utils import convert_to_dst_type
 
 from strokeseg.errors import DataError
 
-__all__ = ["ValidTileInferer", "padding_index"]
+__all__ = ["ValidTileInferer", "padding_index", "fold_positions"]
 
 PADDING_MODES = ("reflect", "replicate", "constant")
 
@@ -38,7 +38,11 @@ def padding_index(size: int, before: int, after: int, mode: str, device: torch.d
     Raises:
         ValueError: an unknown ``mode``.
     """
-    positions = torch.arange(-before, size + after, device=device)
+    return fold_positions(torch.arange(-before, size + after, device=device), size, mode)
+
+
+def fold_positions(positions: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Map any integer ``positions`` on an axis of ``size`` voxels into it, as :func:`padding_index` pads."""
     if mode == "replicate" or size == 1:
         return positions.clamp(0, size - 1)
     if mode == "reflect":
