@@ -59,6 +59,24 @@ def _monai(verb: str, args: list[str], log: Path, cwd: Path, timeout: float | No
     return run.seconds
 
 
+def _test_images(data_dir: Path, layout: str) -> dict[str, str]:
+    """``{case: first image file}`` of a layout's test cases: the grey background of the overlay figures."""
+    from strokeseg.bundle.inputs import inference_cases
+
+    images: dict[str, str] = {}
+    try:
+        entries = inference_cases(data_dir, layout, "test")
+    except StrokesegError as err:  # the figures are then drawn without the image
+        logger.warning("no test images for the overlay figures: %s", err)
+        return images
+    for entry in entries:
+        image = entry.get("image")
+        image = image[0] if isinstance(image, (list, tuple)) and image else image
+        if isinstance(image, str) and entry.get("case"):
+            images[str(entry["case"])] = image
+    return images
+
+
 def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> BundleRun:
     """Quick training of every stage, inference, evaluation and export of every network of one bundle copy."""
     from strokeseg.metrics.report import evaluate_folders
@@ -92,7 +110,11 @@ def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> Bun
     start = time.perf_counter()
     per_slice = as_bool(_read_json(bundle / "configs" / "evaluate.json").get("lesion_per_slice", False))
     report_dir = evaluate_folders(
-        pred_dir, data_dir / "reference_test_labels", work / "test_evaluation", per_slice=per_slice
+        pred_dir,
+        data_dir / "reference_test_labels",
+        work / "test_evaluation",
+        per_slice=per_slice,
+        images=_test_images(data_dir, run.layout),
     )
     run.times["evaluate"] = time.perf_counter() - start
     run.report_dir = Path(report_dir)

@@ -314,6 +314,18 @@ def _load_case(pred_files, label_path: Path) -> tuple[Volume, Volume, Volume | N
     return ref, seg if seg is not None else prob, prob
 
 
+def _overlay_background(path: str | Path | None, ref: Volume) -> np.ndarray | None:
+    """The image of a case on the reference's grid for the overlay montage, or ``None`` (with a warning)."""
+    if path is None:
+        return None
+    image = load_volume(path)
+    data = image.data[..., 0] if image.data.ndim == ref.data.ndim + 1 else image.data
+    if data.shape != ref.data.shape or not np.allclose(image.affine, ref.affine, atol=1e-3):
+        logger.warning("%s: not on the grid of %s; its overlay is drawn without the image.", image.path, ref.path)
+        return None
+    return np.asarray(data, dtype=np.float32)
+
+
 def evaluate_folders(
     pred: str | Path,
     labels: str | Path,
@@ -324,6 +336,7 @@ def evaluate_folders(
     small_lesion_voxels: float | None = None,
     figures: bool = True,
     allow_missing: bool = False,
+    images: Mapping[str, str | Path] | None = None,
 ) -> Path:
     """Evaluate a folder of predictions against reference masks and write the report into ``out``.
 
@@ -339,6 +352,8 @@ def evaluate_folders(
         figures: write PNG figures.
         allow_missing: evaluate the cases present on both sides with a warning instead of failing when
             a case has only a prediction or only a label.
+        images: optional ``{case: image file}`` drawn in grey under the overlay montages (first channel of a
+            4-D file); a case without an image, or whose image is on another grid, is drawn on black.
 
     Returns:
         The report folder.
@@ -367,7 +382,8 @@ def evaluate_folders(
     def evaluate_case(case: str) -> CaseResult:
         ref, seg, prob = _load_case(predictions[case], references[case])
         soft = None if prob is None or prob is seg else prob.data
-        return builder.compute_case(case, seg.data, ref.data, ref.spacing, prob=soft)
+        background = _overlay_background(images.get(case), ref) if images and figures else None
+        return builder.compute_case(case, seg.data, ref.data, ref.spacing, prob=soft, background=background)
 
     # two cases at a time: zlib inflation and most numpy work release the GIL; only the small results
     # (rows, histograms, overlay slices) are kept, the volumes are freed case by case
