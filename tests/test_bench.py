@@ -10,10 +10,20 @@ import pytest
 import torch
 
 from strokeseg.bench import conv_peak, count_flops, resolve_sections, run_bench
-from strokeseg.bench.edd_muscle import brain_slice_batch, child_peak_rss
+from strokeseg.bench.bundle import (
+    CallRecorder,
+    bench_bundle,
+    choose_variants,
+    count_call_flops,
+    default_variant,
+    useful_fraction,
+    variant_knobs,
+    variant_overrides,
+)
+from strokeseg.bench.hooks import edd_muscle as edd_hook
 from strokeseg.bench.machine import bf16_support, cpu_flags, cpu_model
+from strokeseg.bench.memory import child_peak_rss
 from strokeseg.bench.report import TARGETS, collect_ratios, judge, render_markdown
-from strokeseg.bench.runner import BUNDLE_BENCHMARKS
 from strokeseg.bench.timing import median, time_repeats
 from strokeseg.errors import BundleError
 from strokeseg.networks.eddnet import EDDNet
@@ -71,22 +81,27 @@ def test_timing_helpers():
         median([])
 
 
+def _bundle_folder(root: Path, name: str) -> Path:
+    (root / name / "configs").mkdir(parents=True)
+    (root / name / "configs" / "metadata.json").write_text("{}")
+    return root / name
+
+
 def test_resolve_sections(tmp_path: Path):
-    (tmp_path / "stroke_dwi_edd_muscle" / "configs").mkdir(parents=True)
-    (tmp_path / "stroke_new_bundle" / "configs").mkdir(parents=True)
-    (tmp_path / "not_a_bundle").mkdir()
+    _bundle_folder(tmp_path, "stroke_dwi_edd_muscle")
+    _bundle_folder(tmp_path, "stroke_new_bundle")
+    (tmp_path / "not_a_bundle" / "configs").mkdir(parents=True)  # no metadata.json: not a bundle
     assert resolve_sections(None, tmp_path) == ["synth", "evaluate", "stroke_dwi_edd_muscle", "stroke_new_bundle"]
     assert resolve_sections("evaluate, synth,evaluate", tmp_path) == ["evaluate", "synth"]
     assert resolve_sections(("synth", "stroke_dwi_edd_muscle"), tmp_path) == ["synth", "stroke_dwi_edd_muscle"]
+    # every bundle folder is benchmarked by the generic harness: a new one needs no bench module
+    assert resolve_sections("stroke_new_bundle", tmp_path) == ["stroke_new_bundle"]
     with pytest.raises(BundleError, match="unknown benchmark section.*nope.*choose among: synth, evaluate"):
         resolve_sections("synth,nope", tmp_path)
     with pytest.raises(BundleError, match="unknown"):
         resolve_sections("not_a_bundle", tmp_path)
-    with pytest.raises(BundleError, match="stroke_new_bundle have no benchmark yet"):
-        resolve_sections("stroke_new_bundle", tmp_path)
     with pytest.raises(BundleError, match="no benchmark section named"):
         resolve_sections(" , ", tmp_path)
-    assert "stroke_dwi_edd_muscle" in BUNDLE_BENCHMARKS
 
 
 def test_run_bench_rejects_unknown_names_before_measuring(tmp_path: Path):
@@ -95,39 +110,57 @@ def test_run_bench_rejects_unknown_names_before_measuring(tmp_path: Path):
     assert not (tmp_path / "bench.json").exists()
 
 
+def _machine_results() -> dict:
+    return {
+        "machine": {
+            "cpu_model": "X",
+            "usable_cores": 2,
+            "torch_threads": 2,
+            "cpu_flags": ["avx2"],
+            "bf16_supported": False,
+            "bf16_reason": "no flag",
+            "torch": "t",
+            "monai": "m",
+            "load_average": [1.0, 1.0, 1.0],
+        }
+    }
+
+
 def test_judge_and_ratio_collection():
     assert TARGETS["P2"].met(1.25) is True and TARGETS["P2"].met(1.26) is False
     assert TARGETS["P1_fp32"].met(0.6) is True and TARGETS["P1_fp32"].met(0.59) is False
     assert judge("P4", None, "b")["met"] is None
+    anchor = {"value_key": "per_scan", "description": "seconds per scan", "op": "<=", "threshold": 0.9}
     record = {
         "variants": {
-            "fp32": {"bf16": False, "p1": 0.7, "p2": 1.3, "end_to_end_seconds_per_20_slice_scan": 2.0},
-            "bf16": {"bf16": True, "p1": 1.0, "p2": 1.1, "end_to_end_seconds_per_20_slice_scan": 0.5},
+            "fp32": {"bf16": False, "p1": 0.7, "p2": 1.3, "per_scan": 2.0, "default": True},
+            "bf16": {"bf16": True, "p1": 1.0, "p2": 1.1, "per_scan": 0.5, "default": False},
         },
+        "anchor": anchor,
         "training": {"p4": 1.1},
-        "memory": {"peak_rss_gib": 5.0},
+        "memory": {"peak_rss_gib": 5.0, "three_d": True},
     }
-    rows = collect_ratios({"bundles": {"b": record, "skipped_one": {"skipped": "no benchmark"}}})
-    got = {(r["id"], r["variant"]): (r["value"], r["target"], r["met"]) for r in rows}
-    assert got[("P1", "fp32")] == (0.7, ">= 0.6", True)
-    assert got[("P1", "bf16")] == (1.0, ">= 1.2", False)  # the bf16 option has its own, higher target
-    assert got[("P2", "fp32")] == (1.3, "<= 1.25", False)
-    assert got[("P2", "bf16")][2] is True
-    assert got[("anchor", "bf16")][2] is True and got[("anchor", "fp32")][2] is False
-    assert got[("P4", None)] == (1.1, "<= 1.15", True)
-    assert got[("P5", None)][2] is False
-    assert len(rows) == 8
-
-
-def test_brain_slice_batch_keeps_brain_slices_and_pads():
-    image = torch.zeros(1, 6, 7, 5)
-    image[0, 1, 2, 1] = 1.0
-    image[0, 5, 6, 3] = -2.0
-    slices = brain_slice_batch(image, spatial_divisor=4)
-    assert slices.shape == (2, 1, 8, 8)
-    assert slices[0, 0, 1, 2] == 1.0 and slices[1, 0, 5, 6] == -2.0
-    assert slices[:, :, 6:, :].abs().sum() == 0 and slices[:, :, :, 7:].abs().sum() == 0
-    assert brain_slice_batch(image).shape == (2, 1, 6, 7)
+    two_d = {"variants": {"fp32": {"p1": 0.5, "p2": 1.0, "default": True}}, "memory": {"peak_rss_gib": 0.5}}
+    results = {"bundles": {"b": record, "c": two_d, "broken": {"error": "BundleError: no | good\nat all"}}}
+    rows = collect_ratios(results)
+    got = {(r["section"], r["id"], r["variant"]): r for r in rows}
+    assert got[("b", "P1", "fp32")]["value"] == 0.7 and got[("b", "P1", "fp32")]["met"] is True
+    assert got[("b", "P1", "bf16")]["target"] == ">= 1.2"  # the bf16 option has its own, higher target
+    assert got[("b", "P1", "bf16")]["met"] is False
+    assert got[("b", "P2", "fp32")]["met"] is False and got[("b", "P2", "bf16")]["met"] is True
+    assert got[("b", "anchor", "bf16")]["met"] is True and got[("b", "anchor", "fp32")]["met"] is False
+    assert got[("b", "anchor", "fp32")]["informative"] is True
+    # the default marker: per variant, and rows without a variant describe the default configuration
+    assert got[("b", "P2", "fp32")]["default"] is True and got[("b", "P2", "bf16")]["default"] is False
+    assert got[("b", "P4", None)]["default"] is True and got[("b", "P4", None)]["met"] is True
+    assert got[("b", "P5", None)]["met"] is False and got[("b", "P5", None)]["informative"] is False
+    assert got[("c", "P5", None)]["informative"] is True  # the 3-D memory target is informative for 2-D
+    assert ("c", "anchor", "fp32") not in got  # no anchor without a hook
+    assert got[("broken", "error", None)]["met"] is False
+    assert len(rows) == 8 + 3 + 1
+    text = render_markdown({**_machine_results(), "ratios": rows})
+    assert "| error | broken |  |  | BundleError: no / good at all |  | **failed** |" in text
+    assert "| P2 | b | bf16 | no | 1.1 | <= 1.25 | met |" in text
 
 
 def test_child_peak_rss_sees_the_child_allocation(tmp_path: Path):
@@ -187,33 +220,168 @@ def test_run_bench_synth_quick(tmp_path: Path):
 
 def test_render_markdown_shows_failures():
     results = {
-        "machine": {
-            "cpu_model": "X",
-            "usable_cores": 2,
-            "torch_threads": 2,
-            "cpu_flags": ["avx2"],
-            "bf16_supported": False,
-            "bf16_reason": "no flag",
-            "torch": "t",
-            "monai": "m",
-            "load_average": [1.0, 1.0, 1.0],
-        },
+        **_machine_results(),
         "evaluate": {"error": "DataError: boom"},
         "bundles": {"b": {"error": "BundleError: failed to run"}},
         "ratios": [judge("P4", 1.5, "b")],
     }
     text = render_markdown(results)
     assert "Failed: DataError: boom" in text and "Failed: BundleError: failed to run" in text
-    assert "| P4 | b |  | 1.5 | <= 1.15 | **not met** |" in text
+    assert "| P4 | b |  | yes | 1.5 | <= 1.15 | **not met** |" in text
+
+
+class TwoOutputNet(torch.nn.Module):
+    """A 3-D conv with a second (deep-supervision-like) output and a keyword argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(2, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0):
+        y = self.conv(x) * scale
+        return y, y[:, :1]
+
+
+def test_call_recorder_and_useful_flops_of_overlapping_windows():
+    from monai.inferers import SlidingWindowInferer
+
+    net = TwoOutputNet().eval()
+    x = torch.randn(1, 2, 24, 24, 12)
+    inferer = SlidingWindowInferer(roi_size=(16, 16, 12), sw_batch_size=2, overlap=0.5)
+    with CallRecorder(net) as recorder, torch.inference_mode():
+        pred = inferer(x, lambda t: net(t, scale=2.0)[0])
+    calls = recorder.calls
+    n_windows = sum(c.items for c in calls)
+    assert n_windows >= 2 and all(c.args[0].shape[1:] == (2, 16, 16, 12) for c in calls)
+    assert calls[0].kwargs == {"scale": 2.0} and calls[0].output.shape[1:] == (2, 16, 16, 12)
+    assert calls[0].output_voxels == calls[0].items * 16 * 16 * 12
+    flops = count_call_flops(net, calls)
+    assert flops == n_windows * count_flops(net, torch.zeros(1, 2, 16, 16, 12))  # FLOPs per window × windows
+    fraction = useful_fraction(calls, pred.shape[0] * 24 * 24 * 12)
+    assert fraction == pytest.approx(24 * 24 * 12 / (n_windows * 16 * 16 * 12)) and fraction < 1  # overlap out
+    assert useful_fraction(calls, 10**9) == 1.0  # never more than what was computed
+    net(torch.zeros(1, 2, 4, 4, 4))  # the hooks are gone after the block
+    assert sum(c.items for c in recorder.calls) == n_windows
+
+
+def test_slice_calls_are_exactly_the_brain_slices():
+    from strokeseg.inferers.slices import BatchedSliceInferer
+
+    net = torch.nn.Conv2d(1, 2, 3, padding=1).eval()
+    image = torch.zeros(1, 1, 6, 7, 5)
+    image[0, 0, 1, 2, 1] = 1.0
+    image[0, 0, 5, 6, 3] = -2.0
+    with CallRecorder(net) as recorder, torch.inference_mode():
+        BatchedSliceInferer(slice_batch_size=8, spatial_divisor=4)(image, net)
+    (call,) = recorder.calls
+    assert call.items == 2 and call.args[0].shape == (2, 1, 8, 8)  # 2 brain slices, padded to 8 × 8
+    assert call.args[0][0, 0, 1, 2] == 1.0 and call.args[0][1, 0, 5, 6] == -2.0
+
+
+class _Parser:
+    """The part of a ConfigParser that :func:`default_variant` reads."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def get_parsed_content(self, key: str):
+        return self.config[key]
+
+
+def test_variant_knobs_overrides_and_default():
+    edd_like = {"bf16": False, "channels_last": True}
+    knobs = variant_knobs(edd_like)
+    assert knobs == {"precision": "bf16", "channels_last": "channels_last"}
+    assert variant_overrides(knobs, "bf16_channels_last") == {"bf16": True, "channels_last": True}
+    assert default_variant(_Parser(edd_like), knobs, bf16_supported=True) == "fp32_channels_last"
+    auto = {"inference_precision": "auto"}
+    auto_knobs = variant_knobs(auto)
+    assert variant_overrides(auto_knobs, "bf16") == {"inference_precision": "bf16"}
+    # auto: bf16 where the CPU has it (mocked both ways), fp32 elsewhere
+    assert default_variant(_Parser(auto), auto_knobs, bf16_supported=True) == "bf16"
+    assert default_variant(_Parser(auto), auto_knobs, bf16_supported=False) == "fp32"
+    assert default_variant(_Parser({"bf16": "false", "channels_last": "0"}), knobs, True) == "fp32"
+    bare = variant_knobs({})
+    assert variant_overrides(bare, "fp32") == {}
+    with pytest.raises(BundleError, match="channels_last knob"):
+        variant_overrides(bare, "fp32_channels_last")
+    chosen, skipped = choose_variants(knobs, bf16_supported=False, bf16_reason="no flag", quick=False)
+    assert chosen == ["fp32", "fp32_channels_last"] and skipped["bf16"] == "no flag"
+    chosen, _ = choose_variants(knobs, bf16_supported=True, bf16_reason="", quick=False)
+    assert chosen == ["fp32", "fp32_channels_last", "bf16", "bf16_channels_last"]
+    chosen, skipped = choose_variants(knobs, True, "", quick=True, default="fp32_channels_last")
+    assert chosen == ["fp32_channels_last"] and skipped["fp32"].startswith("quick")
+    chosen, skipped = choose_variants(bare, True, "", quick=False)
+    assert chosen == ["fp32"] and "no channels_last knob" in skipped["fp32_channels_last"]
+
+
+def test_edd_hook_counts_candidates_and_scales_to_a_scan():
+    from strokeseg.bench.bundle import NetworkCall
+
+    logits = torch.full((3, 2, 16, 16), -5.0)
+    logits[:, 0] = 5.0
+    logits[0, 1, 2:4, 2:4] = 10.0  # a 4-pixel candidate in slice 0
+    logits[2, 1, 8:10, 8:11] = 10.0  # a 6-pixel candidate in slice 2
+    calls = [NetworkCall((), {}, 2, output=logits[:2]), NetworkCall((), {}, 1, output=logits[2:])]
+    record = {
+        "weights": "untrained: fresh",
+        "case": {"items": 40},
+        "variants": {"fp32": {"end_to_end_median_s": 4.0}, "fp32_channels_last": {"end_to_end_median_s": 2.0}},
+    }
+    extra = edd_hook.bench_hook({"record": record, "calls": calls})
+    assert extra["muscle_candidates"] == 2
+    assert extra["variants"]["fp32"]["end_to_end_seconds_per_20_slice_scan"] == 2.0  # 4 s / 40 slices × 20
+    assert extra["variants"]["fp32_channels_last"]["end_to_end_seconds_per_20_slice_scan"] == 1.0
+    assert extra["anchor"]["threshold"] == edd_hook.PAPER_SECONDS_PER_SCAN
+    assert "MUSCLE" in extra["weights"] and extra["notes"] == ["2 small EDD candidates for MUSCLE."]
+
+
+def test_run_bench_failing_bundle_gets_an_error_row(tmp_path: Path):
+    bundles = tmp_path / "bundles"
+    _bundle_folder(bundles, "broken_bundle")  # metadata without a 'strokeseg' description
+    out = tmp_path / "bench.json"
+    with pytest.raises(BundleError, match="broken_bundle failed"):
+        run_bench(bundles="broken_bundle", out=out, quick=True, bundles_dir=bundles)
+    data = json.loads(out.read_text())
+    assert "description" in data["bundles"]["broken_bundle"]["error"]
+    assert [r["id"] for r in data["ratios"]] == ["error"]
+    assert "**failed**" in out.with_suffix(".md").read_text()
+
+
+def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
+    """The MONAI-UNet fixture bundle (3-D, sliding windows with overlap, two input channels), no hook."""
+    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
+    machine = {"bf16_supported": False, "bf16_reason": "mocked"}
+    record = bench_bundle(fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False)
+    case, net = record["case"], record["network"]
+    assert case["item_unit"] == "window" and case["items"] >= case["network_calls"] >= 1
+    assert case["preprocessed_shape"][0] == 2 and net["spatial_dims"] == 3
+    assert 0 < net["useful_fraction"] < 1 and net["flops_useful"] < net["flops_computed"]  # overlap 0.25
+    assert record["peak_key"] == "conv3d_fp32" and record["peak_gflops_fp32"] == 40.0
+    (name, fp32), *_ = record["variants"].items()
+    assert name == "fp32" and fp32["default"] is True and record["default_variant"] == "fp32"
+    assert fp32["p1"] == pytest.approx(fp32["effective_gflops"] / 40.0, rel=0.05)
+    assert fp32["p2"] == pytest.approx(fp32["end_to_end_median_s"] / fp32["bare_forward_median_s"], rel=0.01)
+    assert fp32["written"] == [f"{case['name']}/{case['name']}_seg.nii.gz"]
+    assert "no channels_last knob" in record["skipped_variants"]["fp32_channels_last"]
+    assert record["training"]["p4"] > 0 and record["training"]["batch_image_shape"][0] >= 1
+    rows = collect_ratios({"bundles": {"tiny": record}})
+    assert {r["id"] for r in rows} == {"P1", "P2", "P4"} and all(r["default"] for r in rows)
 
 
 @pytest.mark.slow
 def test_run_bench_edd_muscle_quick(tmp_path: Path):
-    out = run_bench(bundles="stroke_dwi_edd_muscle", out=tmp_path / "bench.json", quick=True)
+    options = {"overrides": {"features": [4, 8, 8], "use_muscle": False}}
+    out = run_bench(bundles="stroke_dwi_edd_muscle", out=tmp_path / "bench.json", quick=True, bundle_options=options)
     data = json.loads(out.read_text())
     record = data["bundles"]["stroke_dwi_edd_muscle"]
-    fp32 = record["variants"]["fp32"]
-    assert record["network"]["flops_per_slice"] > 0 and record["case"]["slices_kept"] > 0
-    assert fp32["bare_forward_median_s"] > 0 and fp32["end_to_end_median_s"] > 0 and fp32["p1"] > 0
+    (variant,) = record["variants"]
+    numbers = record["variants"][variant]
+    assert variant == record["default_variant"] == "fp32_channels_last" and numbers["default"] is True
+    assert record["network"]["flops_per_item"] > 0 and record["case"]["items"] > 0
+    assert record["case"]["item_unit"] == "slice" and record["network"]["useful_fraction"] == 1.0
+    assert numbers["bare_forward_median_s"] > 0 and numbers["end_to_end_median_s"] > 0 and numbers["p1"] > 0
+    assert numbers["end_to_end_seconds_per_20_slice_scan"] > 0 and record["muscle_candidates"] >= 0
     assert record["training"]["p4"] > 0 and record["memory"]["peak_rss_gib"] > 0
-    assert {r["id"] for r in data["ratios"]} >= {"P1", "P2", "P4", "P5"}
+    assert {r["id"] for r in data["ratios"]} >= {"P1", "P2", "P4", "P5", "anchor"}

@@ -6,7 +6,7 @@ from typing import Any
 
 from strokeseg.bench.timing import median
 
-__all__ = ["Target", "TARGETS", "judge", "collect_ratios", "render_markdown"]
+__all__ = ["Target", "TARGETS", "judge", "error_row", "anchor_target", "collect_ratios", "render_markdown"]
 
 
 class Target:
@@ -42,49 +42,88 @@ TARGETS = {
     "P1_bf16": Target("P1", "effective inference GFLOP/s ÷ fp32 conv peak (bf16 option)", ">=", 1.2),
     "P2": Target("P2", "end-to-end inference ÷ bare network forward", "<=", 1.25),
     "P4": Target("P4", "training iteration from the data pipeline ÷ on a pre-built batch", "<=", 1.15),
-    "P5": Target("P5", "peak inference memory, GiB (target set for 3-D inference of 230×230×154)", "<=", 4.0, True),
-    "scan": Target(
-        "anchor", "end-to-end seconds per ≈20-slice scan (indicative; paper: 0.90 s on a Tesla K80)", "<=", 0.9, True
-    ),
+    "P5": Target("P5", "peak inference memory, GiB (target set for 3-D inference of 230×230×154)", "<=", 4.0),
 }
 
 
-def judge(key: str, value: float | None, section: str, variant: str | None = None) -> dict[str, Any]:
-    """One row of the ratio table: the value, its target and whether it is met.
+def judge(
+    key: str | Target,
+    value: float | None,
+    section: str,
+    variant: str | None = None,
+    default: bool | None = True,
+    informative: bool | None = None,
+) -> dict[str, Any]:
+    """One row of the ratio table: the value, its target, whether it is met and whether it is the default.
 
     Args:
-        key: a key of :data:`TARGETS`.
+        key: a key of :data:`TARGETS`, or a :class:`Target` (a bundle's own anchor).
         value: the measured value (``None`` if not measured).
         section: bundle or component the ratio belongs to.
         variant: inference variant (``fp32``, ``fp32_channels_last``…), if any.
+        default: whether the variant is what the bundle runs by default on this machine (rows without a
+            variant describe the default configuration).
+        informative: override the target's ``informative`` flag.
     """
-    target = TARGETS[key]
+    target = key if isinstance(key, Target) else TARGETS[key]
     return {
         "id": target.ratio_id,
         "section": section,
         "variant": variant,
+        "default": default,
         "description": target.description,
         "value": value,
         "target": f"{target.op} {target.threshold:g}",
         "met": target.met(value),
-        "informative": target.informative,
+        "informative": target.informative if informative is None else informative,
     }
 
 
+def error_row(section: str, error: str) -> dict[str, Any]:
+    """The ratio-table row of a section whose benchmark failed."""
+    return {
+        "id": "error",
+        "section": section,
+        "variant": None,
+        "default": None,
+        "description": error,
+        "value": None,
+        "target": "",
+        "met": False,
+        "informative": False,
+    }
+
+
+def anchor_target(anchor: dict[str, Any]) -> Target:
+    """A bundle hook's indicative anchor (``op``, ``threshold``, ``description``) as a :class:`Target`."""
+    return Target("anchor", anchor["description"], anchor.get("op", "<="), anchor["threshold"], informative=True)
+
+
 def collect_ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every ratio row of a ``bench.json`` record's bundle sections (``results["bundles"]``)."""
+    """Every ratio row of a ``bench.json`` record's bundle sections (``results["bundles"]``); a failed bundle
+    gives one ``error`` row."""
     rows = []
     for name, record in results.get("bundles", {}).items():
-        if not isinstance(record, dict) or "variants" not in record:
+        if not isinstance(record, dict):
             continue
+        if "error" in record:
+            rows.append(error_row(name, record["error"]))
+            continue
+        if "variants" not in record:
+            continue
+        anchor = record.get("anchor")
         for variant, numbers in record["variants"].items():
-            rows.append(judge("P1_bf16" if numbers.get("bf16") else "P1_fp32", numbers.get("p1"), name, variant))
-            rows.append(judge("P2", numbers.get("p2"), name, variant))
-            rows.append(judge("scan", numbers.get("end_to_end_seconds_per_20_slice_scan"), name, variant))
+            default = numbers.get("default")
+            p1_key = "P1_bf16" if numbers.get("bf16") else "P1_fp32"
+            rows.append(judge(p1_key, numbers.get("p1"), name, variant, default))
+            rows.append(judge("P2", numbers.get("p2"), name, variant, default))
+            if anchor and anchor.get("value_key") in numbers:
+                rows.append(judge(anchor_target(anchor), numbers[anchor["value_key"]], name, variant, default))
         if "training" in record:
             rows.append(judge("P4", record["training"].get("p4"), name))
         if "memory" in record:
-            rows.append(judge("P5", record["memory"].get("peak_rss_gib"), name))
+            three_d = record["memory"].get("three_d", False)
+            rows.append(judge("P5", record["memory"].get("peak_rss_gib"), name, informative=not three_d))
     return rows
 
 
@@ -96,6 +135,12 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    """One table cell of free text: a single line without pipes, at most ``limit`` characters."""
+    flat = " ".join(str(text).split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -175,6 +220,28 @@ def _evaluate_lines(ev: dict[str, Any]) -> list[str]:
     ]
 
 
+def _case_line(record: dict[str, Any]) -> str:
+    case, net = record["case"], record["network"]
+    unit = case.get("item_unit", "slice")
+    if net.get("spatial_dims") == 2 and "slices_total" in case:
+        shape = f"{case['items']} of {case['slices_total']} slices with brain, slices {case['item_shape']}"
+    else:
+        shape = f"{case['items']} {unit}s of {case['item_shape']} in {case['network_calls']} network calls"
+    overlap = ""
+    if net.get("useful_fraction", 1.0) < 1.0:
+        overlap = (
+            f" useful (the {net['flops_computed'] / 1e9:.2f} GFLOP computed × {net['useful_fraction']:.3g} for the "
+            "windows' overlap)"
+        )
+    notes = "".join(f" {n}" for n in record.get("notes", []))
+    return (
+        f"Case {case['name']}: preprocessed {case['preprocessed_shape']}, {shape}, batch {case['batch_max']}; "
+        f"{net['gflop_total']} GFLOP{overlap} ({net['flops_per_item'] / 1e9:.2f} per {unit}); network "
+        f"`{net['id']}` ({net['class']}, {net['parameters']} parameters), P1 against the "
+        f"{record['peak_key']} peak.{notes}"
+    )
+
+
 def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
     lines = [f"## Bundle `{name}`", ""]
     if "error" in record or "skipped" in record:
@@ -182,54 +249,49 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
             f"{'Failed' if 'error' in record else 'Skipped'}: {record.get('error', record.get('skipped'))}",
             "",
         ]
-    case, net = record["case"], record["network"]
-    lines += [
-        f"Weights: {record['weights']}.",
-        "",
-        f"Case {case['dwi']}: preprocessed {case['preprocessed_shape']}, {case['slices_kept']} of "
-        f"{case['slices_total']} slices with brain, slices {case['slice_shape']}, batch {case['slice_batch_size']}; "
-        f"{net['gflop_total']} GFLOP ({net['flops_per_slice'] / 1e9:.2f} per slice); "
-        f"{record['muscle_candidates']} small EDD candidates for MUSCLE.",
-        "",
-    ]
-    rows = [
-        [
-            variant,
-            v["bare_forward_median_s"],
-            v["effective_gflops"],
-            v["p1"],
-            v["end_to_end_median_s"],
-            v["p2"],
-            v["end_to_end_seconds_per_slice"],
-            v["end_to_end_seconds_per_20_slice_scan"],
-        ]
-        for variant, v in record["variants"].items()
-    ]
+    unit = record["case"].get("item_unit", "slice")
+    anchor = record.get("anchor")
+    lines += [f"Weights: {record['weights']}.", "", _case_line(record), ""]
     header = [
         "variant",
+        "default",
         "bare forward s",
         "GFLOP/s",
         "P1",
         "end-to-end s",
         "P2",
-        "end-to-end s/slice",
-        "s per 20-slice scan",
+        f"end-to-end s/{unit}",
     ]
+    if anchor:
+        header.append(anchor.get("column", anchor["value_key"]))
+    rows = []
+    for variant, v in record["variants"].items():
+        row = [
+            variant,
+            "yes" if v.get("default") else "",
+            v["bare_forward_median_s"],
+            v["effective_gflops"],
+            v["p1"],
+            v["end_to_end_median_s"],
+            v["p2"],
+            v["end_to_end_seconds_per_item"],
+        ]
+        if anchor:
+            row.append(v.get(anchor["value_key"]))
+        rows.append(row)
     lines += _table(header, rows)
     for variant, why in record.get("skipped_variants", {}).items():
         lines.append(f"- `{variant}` not measured: {why}.")
     if record.get("skipped_variants"):
         lines.append("")
-    anchor = record["anchor"]
-    lines += [
-        f"Paper anchor (seed 000): {anchor['paper_seconds_per_scan_k80']} s per DWI scan of "
-        f"≈{anchor['slices_per_scan']} slices on a Tesla K80 ({anchor['paper_edd_seconds_per_scan_k80']} s EDD); "
-        "other hardware, indicative.",
-        "",
-    ]
+    default = record.get("default_variant")
+    if default and default not in record["variants"]:
+        lines += [f"The bundle's default on this machine, `{default}`, was not measured in this run.", ""]
+    if anchor and anchor.get("text"):
+        lines += [anchor["text"], ""]
     if "training" in record:
         t = record["training"]
-        lines += ["### Training step (P4)", ""]
+        lines += [f"### Training step (P4, stage `{t.get('stage', 'train')}`)", ""]
         lines += _table(
             ["batch", "pipeline iteration s", "in-memory iteration s", "data fetch s", "P4"],
             [
@@ -244,11 +306,12 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
         )
     if "memory" in record:
         m = record["memory"]
+        scope = "3-D inference" if m.get("three_d") else "informative for a 2-D bundle"
         lines += [
             "### Memory (P5)",
             "",
             f"Peak RSS of `python -m monai.bundle run` inference: {m['peak_rss_gib']} GiB "
-            f"(whole child process, {m['seconds']} s including start-up; informative for a 2-D bundle).",
+            f"(whole child process, {m['seconds']} s including start-up; {scope}).",
             "",
         ]
     return lines
@@ -267,13 +330,14 @@ def render_markdown(results: dict[str, Any]) -> str:
                 r["id"],
                 r["section"],
                 r["variant"] or "",
-                r["value"],
+                {True: "yes", False: "no"}.get(r.get("default"), ""),
+                r["value"] if r["id"] != "error" else _cell(r["description"]),
                 r["target"] + (" (informative)" if r["informative"] else ""),
-                r["met"],
+                r["met"] if r["id"] != "error" else "**failed**",
             ]
             for r in ratios
         ]
-        lines += ["## Ratios", "", *_table(["id", "bundle", "variant", "value", "target", "met"], rows)]
+        lines += ["## Ratios", "", *_table(["id", "bundle", "variant", "default", "value", "target", "met"], rows)]
     if "peak" in results:
         lines += _peak_lines(results["peak"])
     if isinstance(results.get("synth"), dict) and "layouts" in results["synth"]:

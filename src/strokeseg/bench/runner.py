@@ -6,6 +6,7 @@ import json
 import logging
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from monai.utils import set_determinism
 
 from strokeseg.errors import BundleError
 
-__all__ = ["run_bench", "available_sections", "resolve_sections", "BUNDLE_BENCHMARKS", "SHARED_SECTIONS"]
+__all__ = ["run_bench", "available_sections", "resolve_sections", "SHARED_SECTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,38 +25,27 @@ SHARED_SECTIONS = ("synth", "evaluate")
 SCHEMA = "strokeseg-bench/1"
 
 
-def _edd_muscle(bundle: Path, work: Path, quick: bool, peak: dict[str, Any], machine: dict[str, Any]) -> dict:
-    from strokeseg.bench.edd_muscle import bench_edd_muscle
-
-    return bench_edd_muscle(
-        bundle,
-        work,
-        peak_gflops=peak["conv2d_fp32"]["gflops"],
-        bf16_supported=machine["bf16_supported"],
-        bf16_reason=machine["bf16_reason"],
-        quick=quick,
-    )
-
-
-#: bundle folder name → its benchmark ``(bundle_dir, work_dir, quick, peak, machine) -> record``
-BUNDLE_BENCHMARKS: dict[str, Callable[[Path, Path, bool, dict, dict], dict]] = {"stroke_dwi_edd_muscle": _edd_muscle}
-
-
 def _bundle_folders(bundles_dir: Path) -> list[str]:
-    if not bundles_dir.is_dir():
-        return []
-    return sorted(p.name for p in bundles_dir.iterdir() if (p / "configs").is_dir())
+    from strokeseg.bundle.description import bundle_folders
+
+    return [p.name for p in bundle_folders(bundles_dir)]
+
+
+def _default_bundles_dir() -> Path:
+    from strokeseg.bundle.description import default_bundles_dir
+
+    return default_bundles_dir()
 
 
 def available_sections(bundles_dir: str | Path | None = None) -> list[str]:
-    """``synth``, ``evaluate`` and every bundle folder (one with ``configs/``) under ``bundles_dir``.
+    """``synth``, ``evaluate`` and every bundle folder (one with ``configs/metadata.json``) under ``bundles_dir``.
+
+    Every bundle is measured by the generic harness (:mod:`strokeseg.bench.bundle`) from its description.
 
     Args:
-        bundles_dir: the checkout's ``bundles/`` (default :func:`strokeseg.demo.default_bundles_dir`).
+        bundles_dir: the checkout's ``bundles/`` (default :func:`strokeseg.bundle.description.default_bundles_dir`).
     """
-    from strokeseg.demo import default_bundles_dir
-
-    folder = Path(bundles_dir) if bundles_dir is not None else default_bundles_dir()
+    folder = Path(bundles_dir) if bundles_dir is not None else _default_bundles_dir()
     return [*SHARED_SECTIONS, *_bundle_folders(folder)]
 
 
@@ -67,8 +57,7 @@ def resolve_sections(bundles: str | Sequence[str] | None, bundles_dir: str | Pat
         bundles_dir: where bundle folders are looked up.
 
     Raises:
-        BundleError: a name is neither ``synth`` nor ``evaluate`` nor a bundle folder, or names a bundle that has
-            no benchmark yet.
+        BundleError: a name is neither ``synth`` nor ``evaluate`` nor a bundle folder.
     """
     available = available_sections(bundles_dir)
     if bundles is None:
@@ -80,12 +69,6 @@ def resolve_sections(bundles: str | Sequence[str] | None, bundles_dir: str | Pat
     unknown = [n for n in names if n not in available]
     if unknown:
         raise BundleError(f"unknown benchmark section(s) {', '.join(unknown)}; choose among: {', '.join(available)}.")
-    missing = [n for n in names if n not in SHARED_SECTIONS and n not in BUNDLE_BENCHMARKS]
-    if missing:
-        raise BundleError(
-            f"bundle(s) {', '.join(missing)} have no benchmark yet; benchmarked bundles: "
-            f"{', '.join(sorted(BUNDLE_BENCHMARKS))}."
-        )
     return names
 
 
@@ -113,12 +96,19 @@ def _guarded(name: str, fn: Callable[[], dict]) -> dict:
         record = fn()
     except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one BundleError after writing
         logger.exception("bench section %s failed", name)
-        return {"error": f"{type(err).__name__}: {err}"}
+        trace = traceback.format_exc().strip().splitlines()[-12:]
+        return {"error": f"{type(err).__name__}: {err}", "traceback_tail": trace}
     record["section_seconds"] = round(time.perf_counter() - start, 2)
     return record
 
 
-def run_bench(bundles: str | list[str] | None = None, out: str | Path = "bench.json", quick: bool = False) -> Path:
+def run_bench(
+    bundles: str | list[str] | None = None,
+    out: str | Path = "bench.json",
+    quick: bool = False,
+    bundles_dir: str | Path | None = None,
+    bundle_options: dict[str, Any] | None = None,
+) -> Path:
     """Measure the performance ratios of performance.md and write ``bench.json`` and ``bench.md`` next to it.
 
     One process, torch threads = usable cores, fixed seeds. Always: the machine record and the fp32 conv peak
@@ -127,26 +117,29 @@ def run_bench(bundles: str | list[str] | None = None, out: str | Path = "bench.j
 
     Args:
         bundles: comma-separated names among ``synth``, ``evaluate`` and the folders of the checkout's
-            ``bundles/`` (default: all of them; bundle folders without a benchmark are then listed as skipped).
+            ``bundles/`` (default: all of them).
         out: JSON file to write; the markdown table goes to the same path with ``.md``.
         quick: reduced sizes and repeats (one synthetic case, small evaluation, small peak convolutions), for
             unit tests; the numbers then only show that the benchmark works.
+        bundles_dir: where bundle folders are looked up (default: the checkout's ``bundles/``).
+        bundle_options: extra keyword arguments of :func:`strokeseg.bench.bundle.bench_bundle` for every bundle
+            (``overrides``, ``repeats``, ``measure_memory``...), for tests.
 
     Returns:
         The path of the JSON file.
 
     Raises:
         BundleError: an unknown section name (before anything runs), or a section failed (after both files are
-            written, with the error recorded in them).
+            written, with the error recorded in them; the other sections still ran).
     """
     from strokeseg.atomic_io import write_text_atomic
+    from strokeseg.bench.bundle import bench_bundle
     from strokeseg.bench.components import bench_evaluate, bench_synth
     from strokeseg.bench.machine import load_average, machine_info, usable_cores
     from strokeseg.bench.report import collect_ratios, render_markdown
-    from strokeseg.demo import default_bundles_dir
 
-    bundles_dir = default_bundles_dir()
-    explicit = bundles is not None
+    bundles_dir = Path(bundles_dir) if bundles_dir is not None else _default_bundles_dir()
+    options = dict(bundle_options or {})
     names = resolve_sections(bundles, bundles_dir)
     out = Path(out)
     previous_threads = torch.get_num_threads()
@@ -170,15 +163,12 @@ def run_bench(bundles: str | list[str] | None = None, out: str | Path = "bench.j
             results["evaluate"] = _guarded("evaluate", lambda: bench_evaluate(quick=quick))
         results["bundles"] = {}
         for name in bundle_names:
-            if name not in BUNDLE_BENCHMARKS:
-                if explicit:  # resolve_sections already refused this; kept as a guard
-                    raise BundleError(f"bundle {name} has no benchmark yet.")
-                results["bundles"][name] = {"skipped": "no benchmark implemented for this bundle yet"}
-                continue
             with tempfile.TemporaryDirectory(prefix=f"strokeseg-bench-{name}-") as work:
-                bench = BUNDLE_BENCHMARKS[name]
                 results["bundles"][name] = _guarded(
-                    name, lambda b=bench, n=name, w=work: b(bundles_dir / n, Path(w), quick, results["peak"], machine)
+                    name,
+                    lambda n=name, w=work: bench_bundle(
+                        bundles_dir / n, Path(w), results["peak"], machine, quick=quick, **options
+                    ),
                 )
         results["ratios"] = collect_ratios(results)
         results["total_seconds"] = round(time.perf_counter() - started, 2)

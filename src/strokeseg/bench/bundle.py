@@ -1,0 +1,801 @@
+"""The generic benchmark of one bundle, read from its self-description: P1, P2, P4, P5 of performance.md.
+
+Everything runs on one synthetic case of the bundle's layout (``strokeseg.bundle.description``) through the
+bundle's own configs in a temporary copy of it, so the numbers describe what a user's ``python -m monai.bundle
+run`` does, not a re-implementation of it:
+
+- network compute (P1): the evaluator of ``inference.json`` runs one iteration (its ``prepare_batch`` and its
+  ``inferer``) while forward hooks on its network record every call: exactly the slices, windows or tiles that
+  inference feeds the network. FLOPs are counted on those calls (``torch.utils.flop_counter``); the *useful*
+  FLOPs scale them by ``min(1, predicted voxels / voxels the calls produced)``, which removes sliding-window
+  overlap (performance.md: "the network over the brain's bounding box once"). The bare forward replays the
+  recorded calls, in each variant's memory format and precision;
+- end-to-end (P2): ``ConfigWorkflow(inference.json).run()`` (load, preprocess, infer, post-process, invert,
+  write), alternated with the bare forward so that a drifting machine load hits both alike;
+- training (P4): one iteration of ``train#trainer`` (its own ``_iteration``: prepare, forward, loss, backward,
+  step) on a batch drawn from ``train#dataloader`` vs on the same batch already in memory;
+- memory (P5): peak resident memory of ``python -m monai.bundle run`` inference in a child process.
+
+Variants: ``fp32`` always; ``fp32_channels_last`` where the bundle has a ``channels_last`` knob; ``bf16`` (and
+``bf16_channels_last``) where it has an ``inference_precision`` (or ``bf16``) knob *and* the CPU has native
+bf16. The variant the bundle runs with its default knobs on this machine is marked ``"default": true``.
+
+A bundle's ``bench_hook`` module (named in its description) adds what this harness cannot know, such as the
+EDD bundle's MUSCLE candidates and paper anchor; see :func:`run_hook`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from strokeseg.bench.peak import count_flops
+from strokeseg.bench.timing import median, time_call
+from strokeseg.errors import BundleError
+
+__all__ = [
+    "VARIANTS",
+    "NetworkCall",
+    "CallRecorder",
+    "prepare_bundle_copy",
+    "variant_knobs",
+    "variant_overrides",
+    "default_variant",
+    "choose_variants",
+    "replay_calls",
+    "count_call_flops",
+    "useful_fraction",
+    "bench_bundle",
+    "run_hook",
+    "UNTRAINED_NOTE",
+]
+
+#: inference variants: name → (channels_last, bf16 autocast)
+VARIANTS = {
+    "fp32": (False, False),
+    "fp32_channels_last": (True, False),
+    "bf16": (False, True),
+    "bf16_channels_last": (True, True),
+}
+UNTRAINED_NOTE = (
+    "freshly initialised weights (seed 0): FLOPs, forward time and memory do not depend on the weights, but any "
+    "data-dependent step of inference does, so end-to-end times with trained weights may differ"
+)
+
+
+def _configs(bundle: Path) -> Path:
+    return bundle / "configs"
+
+
+def _tree_map(fn, value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tree_map(fn, v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _tree_map(fn, v) for k, v in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    _tree_map(lambda t: found.append(t) or t, value)
+    return found
+
+
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    plain = t.as_tensor() if hasattr(t, "as_tensor") else t
+    return plain.detach().clone()
+
+
+@dataclass
+class NetworkCall:
+    """One recorded call of a network: its (detached, copied) arguments and what it produced.
+
+    Attributes:
+        args, kwargs: the call's arguments (tensors copied, MetaTensors as plain tensors).
+        items: batch size of the first tensor argument (slices, windows or tiles in this call).
+        output_voxels: spatial voxels of the first output tensor, summed over its batch.
+        output: that first output tensor (float32 copy), for a hook to inspect.
+    """
+
+    args: tuple
+    kwargs: dict
+    items: int = 0
+    output_voxels: int = 0
+    output: torch.Tensor | None = None
+
+    def signature(self) -> tuple:
+        """Shapes of every tensor argument: calls of equal signature cost the same FLOPs."""
+        return tuple(tuple(t.shape) for t in _tensors((self.args, self.kwargs)))
+
+
+@dataclass
+class CallRecorder:
+    """Context manager recording every call of ``module`` (forward pre- and post-hooks, kwargs included).
+
+    Args:
+        module: the network to watch.
+        keep_outputs: keep a float32 copy of each call's first output tensor in :attr:`NetworkCall.output`.
+    """
+
+    module: torch.nn.Module
+    keep_outputs: bool = True
+    calls: list[NetworkCall] = field(default_factory=list)
+
+    def _pre(self, module, args, kwargs):
+        first = _tensors(args) or _tensors(kwargs)
+        items = int(first[0].shape[0]) if first and first[0].ndim > 0 else 1
+        self.calls.append(NetworkCall(_tree_map(_detached, args), _tree_map(_detached, kwargs), items))
+
+    def _post(self, module, args, kwargs, output):
+        outs = _tensors(output)
+        if outs and self.calls:
+            first = outs[0]
+            spatial = math.prod(first.shape[2:]) if first.ndim > 2 else 1
+            self.calls[-1].output_voxels = int(first.shape[0] * spatial)
+            if self.keep_outputs:
+                self.calls[-1].output = _detached(first).float()
+
+    def __enter__(self) -> CallRecorder:
+        self._handles = [
+            self.module.register_forward_pre_hook(self._pre, with_kwargs=True),
+            self.module.register_forward_hook(self._post, with_kwargs=True),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def prepare_bundle_copy(
+    bundle_dir: str | Path,
+    dest: str | Path,
+    ckpt_dir: str | Path | None = None,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+) -> str:
+    """Copy the bundle (without weights or outputs) to ``dest`` and put every exported network's checkpoint there.
+
+    Args:
+        bundle_dir: the bundle folder.
+        dest: where the copy goes (must not exist).
+        ckpt_dir: folder holding trained checkpoints under the file names of the description's networks;
+            ``None`` writes freshly initialised networks built from ``inference.json`` under
+            ``torch.manual_seed(seed)``.
+        seed: seed of the fresh initialisation.
+        overrides: config ids applied before the fresh networks are built (e.g. a smoke run's tiny widths).
+
+    Returns:
+        A description of the weights used.
+
+    Raises:
+        BundleError: the bundle does not describe itself, has no ``configs/inference.json``, or ``ckpt_dir``
+            lacks a checkpoint.
+    """
+    from monai.bundle import ConfigParser
+
+    from strokeseg.bundle.description import describe_bundle
+
+    bundle_dir, dest = Path(bundle_dir), Path(dest)
+    description = describe_bundle(bundle_dir)
+    if not (_configs(bundle_dir) / "inference.json").is_file():
+        raise BundleError(f"{bundle_dir} has no configs/inference.json; is it a bundle folder?")
+    shutil.copytree(bundle_dir, dest, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval", "data", "models"))
+    if ckpt_dir is not None:
+        for network in description.networks:
+            source = Path(ckpt_dir) / network.checkpoint_name
+            if not source.is_file():
+                names = ", ".join(n.checkpoint_name for n in description.networks)
+                raise BundleError(f"checkpoint folder {ckpt_dir} has no {network.checkpoint_name} (need {names}).")
+            (dest / network.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / network.checkpoint)
+        return f"trained weights from {ckpt_dir}"
+    parser = ConfigParser()
+    parser.read_config(str(_configs(dest) / "inference.json"))
+    parser.update({"bundle_root": str(dest), **dict(overrides or {})})
+    torch.manual_seed(seed)
+    for network in description.networks:
+        (dest / network.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(parser.get_parsed_content(network.id).state_dict(), dest / network.checkpoint)
+    return f"untrained: {UNTRAINED_NOTE}"
+
+
+def variant_knobs(config: Mapping[str, Any]) -> dict[str, str | None]:
+    """Which top-level ids of ``inference.json`` set precision and memory format.
+
+    Returns:
+        ``{"precision": "inference_precision" | "bf16" | None, "channels_last": "channels_last" | None}``.
+    """
+    precision = "inference_precision" if "inference_precision" in config else "bf16" if "bf16" in config else None
+    return {"precision": precision, "channels_last": "channels_last" if "channels_last" in config else None}
+
+
+def variant_overrides(knobs: Mapping[str, str | None], variant: str) -> dict[str, Any]:
+    """Config overrides that make inference run ``variant`` (only the knobs the bundle has).
+
+    Raises:
+        BundleError: the variant needs a knob the bundle lacks.
+    """
+    channels_last, bf16 = VARIANTS[variant]
+    overrides: dict[str, Any] = {}
+    if knobs["precision"] == "inference_precision":
+        overrides["inference_precision"] = "bf16" if bf16 else "fp32"
+    elif knobs["precision"] == "bf16":
+        overrides["bf16"] = bf16
+    elif bf16:
+        raise BundleError(f"variant {variant} needs an inference_precision (or bf16) knob; the bundle has none.")
+    if knobs["channels_last"]:
+        overrides[knobs["channels_last"]] = channels_last
+    elif channels_last:
+        raise BundleError(f"variant {variant} needs a channels_last knob; the bundle has none.")
+    return overrides
+
+
+def _truthy(value: Any) -> bool:
+    from strokeseg.bundle.knobs import as_bool
+
+    return bool(as_bool(value, "knob")) if isinstance(value, (str, int, bool)) else bool(value)
+
+
+def default_variant(parser, knobs: Mapping[str, str | None], bf16_supported: bool) -> str:
+    """The variant the bundle runs with its default knobs on this machine.
+
+    ``inference_precision`` ``auto`` means bf16 where the CPU has native bf16 (issue 11), else fp32.
+
+    Args:
+        parser: a ``ConfigParser`` of ``inference.json`` without variant overrides.
+        knobs: from :func:`variant_knobs`.
+        bf16_supported: the machine has native bf16.
+    """
+    bf16 = False
+    if knobs["precision"] == "inference_precision":
+        raw = str(parser.config["inference_precision"]).strip().lower()
+        bf16 = raw == "bf16" or (raw == "auto" and bf16_supported)
+    elif knobs["precision"] == "bf16":
+        bf16 = _truthy(parser.get_parsed_content("bf16"))
+    channels_last = bool(knobs["channels_last"]) and _truthy(parser.get_parsed_content(knobs["channels_last"]))
+    return ("bf16" if bf16 else "fp32") + ("_channels_last" if channels_last else "")
+
+
+def choose_variants(
+    knobs: Mapping[str, str | None], bf16_supported: bool, bf16_reason: str, quick: bool, default: str = "fp32"
+) -> tuple[list[str], dict[str, str]]:
+    """Variants to measure and, for the others, why not.
+
+    Quick mode measures only the bundle's ``default`` variant (``fp32`` if that cannot be measured here).
+    """
+    chosen, skipped = [], {}
+    for name, (channels_last, bf16) in VARIANTS.items():
+        if channels_last and not knobs["channels_last"]:
+            skipped[name] = "the bundle has no channels_last knob"
+        elif bf16 and not knobs["precision"]:
+            skipped[name] = "the bundle has no inference_precision (or bf16) knob"
+        elif bf16 and not bf16_supported:
+            skipped[name] = bf16_reason or "no native bf16"
+        else:
+            chosen.append(name)
+    if quick:
+        keep = default if default in chosen else "fp32"
+        skipped.update({name: "quick mode (the default variant only)" for name in chosen if name != keep})
+        chosen = [keep]
+    return chosen, skipped
+
+
+def _memory_format(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if t.ndim == 4:
+        return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if t.ndim == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    return t
+
+
+def _network_format(network: torch.nn.Module, spatial_dims: int, channels_last: bool) -> None:
+    if channels_last:
+        network.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
+    else:
+        network.to(memory_format=torch.contiguous_format)
+
+
+def _formatted(calls: Sequence[NetworkCall], channels_last: bool | None) -> list[tuple[tuple, dict]]:
+    """The calls' arguments in the variant's memory format (``None``: as recorded)."""
+    if channels_last is None:
+        return [(c.args, c.kwargs) for c in calls]
+    fmt = lambda t: _memory_format(t, channels_last)  # noqa: E731
+    return [(_tree_map(fmt, c.args), _tree_map(fmt, c.kwargs)) for c in calls]
+
+
+def replay_calls(network: torch.nn.Module, inputs: Sequence[tuple[tuple, dict]], bf16: bool = False) -> None:
+    """The network alone over the recorded calls (``inference_mode``, optional bf16 autocast)."""
+    with torch.inference_mode(), torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+        for args, kwargs in inputs:
+            network(*args, **kwargs)
+
+
+def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> int:
+    """FLOPs of all ``calls``: counted once per distinct argument-shape signature, times its number of calls."""
+    groups: dict[tuple, list[NetworkCall]] = {}
+    for call in calls:
+        groups.setdefault(call.signature(), []).append(call)
+    total = 0
+    with torch.inference_mode():
+        for group in groups.values():
+            total += count_flops(network, *group[0].args, **group[0].kwargs) * len(group)
+    return int(total)
+
+
+def useful_fraction(calls: Sequence[NetworkCall], predicted_voxels: int) -> float:
+    """``min(1, predicted voxels / voxels the calls produced)``: 1 without overlap, < 1 with overlapping windows."""
+    produced = sum(c.output_voxels for c in calls)
+    return 1.0 if produced <= 0 else min(1.0, predicted_voxels / produced)
+
+
+def _case_of(item: Mapping[str, Any]) -> str:
+    from strokeseg.naming import entry_case_name
+
+    return entry_case_name(item, index=0)
+
+
+def _inference_parser(bundle: Path, overrides: Mapping[str, Any]):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(_configs(bundle) / "inference.json"))
+    parser.read_meta(str(_configs(bundle) / "metadata.json"))
+    parser.update(dict(overrides))
+    return parser
+
+
+def _record_inference(parser, description, bundle: Path) -> dict[str, Any]:
+    """Preprocess one case and run one evaluator iteration with the network's calls recorded."""
+    from monai.data import list_data_collate
+
+    from strokeseg.bundle.checkpoint import load_network_state
+
+    preprocess_s, item = time_call(lambda: parser.get_parsed_content("dataset")[0])
+    if isinstance(item, list):  # a dataset yielding several samples per case: the first one
+        item = item[0]
+    evaluator = parser.get_parsed_content("evaluator")
+    for exported in description.networks:
+        load_network_state(parser.get_parsed_content(exported.id), bundle / exported.checkpoint)
+    network = evaluator.network
+    network.eval()
+    # what SupervisedEvaluator._iteration does up to the prediction (its postprocessing handlers are not fired)
+    prepared = evaluator.prepare_batch(
+        list_data_collate([item]), evaluator.state.device, evaluator.non_blocking, **evaluator.to_kwargs
+    )
+    inputs, args, kwargs = (prepared[0], (), {}) if len(prepared) == 2 else (prepared[0], prepared[2], prepared[3])
+
+    def infer():
+        with evaluator.mode(network):
+            return evaluator.inferer(inputs, network, *args, **kwargs)
+
+    with CallRecorder(network) as recorder, torch.inference_mode():
+        infer_s, output = time_call(infer)
+    if not recorder.calls:
+        raise BundleError(f"{description.name}: the inferer never called the network {type(network).__name__}.")
+    prediction = _tensors(output)
+    if not prediction:
+        raise BundleError(f"{description.name}: the inferer returned no tensor.")
+    pred = prediction[0]
+    return {
+        "item": item,
+        "evaluator": evaluator,
+        "network": network,
+        "calls": recorder.calls,
+        "prediction_shape": list(pred.shape),
+        "predicted_voxels": int(pred.shape[0] * math.prod(pred.shape[2:])),
+        "preprocess_s": preprocess_s,
+        "recorded_inference_s": infer_s,
+    }
+
+
+def _inference_workflow(bundle: Path, data_root: Path, out_dir: Path, overrides: Mapping[str, Any]):
+    """The bundle's ``inference.json`` as an initialised ``monai.bundle.ConfigWorkflow``."""
+    from monai.bundle import ConfigWorkflow
+
+    values = {**dict(overrides), "bundle_root": str(bundle), "dataset_dir": str(data_root), "output_dir": str(out_dir)}
+    workflow = ConfigWorkflow(
+        config_file=str(_configs(bundle) / "inference.json"),
+        meta_file=str(_configs(bundle) / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        **values,
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _measure_variant(
+    context: dict[str, Any], variant: str, out_dir: Path, repeats: int, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Bare forward and end-to-end inference of one variant, alternated ``repeats`` times.
+
+    The bare forward gets one small untimed warm-up call; the end-to-end run gets none (a user's run pays its
+    first-call costs too), which can only raise P2. Each end-to-end repeat must write the case's outputs anew.
+    """
+    network, calls, knobs = context["network"], context["calls"], context["knobs"]
+    channels_last, bf16 = VARIANTS[variant]
+    layout = channels_last if knobs["channels_last"] else None
+    if layout is not None:
+        _network_format(network, context["spatial_dims"], layout)
+    inputs = _formatted(calls, layout)
+    expected = [out_dir / rel for rel in context["description"].outputs_for(context["case"])]
+    workflow = _inference_workflow(
+        context["bundle"], context["data_root"], out_dir, {**overrides, **variant_overrides(knobs, variant)}
+    )
+    bare, end_to_end = [], []
+    try:
+        replay_calls(network, inputs[:1], bf16)
+        for _ in range(repeats):
+            bare.append(time_call(lambda: replay_calls(network, inputs, bf16))[0])
+            for path in expected:
+                path.unlink(missing_ok=True)
+            end_to_end.append(time_call(workflow.run)[0])
+            missing = [str(p.relative_to(out_dir)) for p in expected if not p.is_file()]
+            if missing:
+                raise BundleError(
+                    f"end-to-end inference of {context['description'].name} ({variant}) did not write "
+                    f"{', '.join(missing)} into {out_dir}."
+                )
+    finally:
+        workflow.finalize()
+        if layout is not None:
+            _network_format(network, context["spatial_dims"], False)
+    bare_s, e2e_s = median(bare, 9), median(end_to_end, 9)
+    effective = context["flops_useful"] / bare_s / 1e9
+    items = context["items"]
+    return {
+        "channels_last": channels_last,
+        "bf16": bf16,
+        "overrides": variant_overrides(knobs, variant),
+        "bare_forward_s": [round(s, 3) for s in bare],
+        "end_to_end_s": [round(s, 3) for s in end_to_end],
+        "written": [str(p.relative_to(out_dir)) for p in expected],
+        "bare_forward_median_s": round(bare_s, 3),
+        "effective_gflops": round(effective, 2),
+        "p1": round(effective / context["peak_gflops"], 3),
+        "end_to_end_median_s": round(e2e_s, 3),
+        "p2": round(e2e_s / bare_s, 3),
+        "bare_seconds_per_item": round(bare_s / items, 4),
+        "end_to_end_seconds_per_item": round(e2e_s / items, 4),
+    }
+
+
+def _first_tensor_shape(batch: Any) -> list[int]:
+    if isinstance(batch, Mapping) and isinstance(batch.get("image"), torch.Tensor):
+        return list(batch["image"].shape)
+    found = _tensors(batch)
+    return list(found[0].shape) if found else []
+
+
+def training_step(
+    bundle: Path,
+    data_root: Path,
+    work: Path,
+    repeats: int,
+    seed: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """P4: ``train#trainer``'s own iteration on a batch from ``train#dataloader`` vs on a batch in memory.
+
+    The loader runs with ``num_workers`` 0 and ``cache_rate`` 1 (deterministic transforms cached, as a real
+    run after its first epoch); ``num_folds`` 1 puts every synthetic case into the training split (unless that
+    empties the bundle's training split). Only the knobs the config has are set.
+    """
+    import monai
+    from monai.bundle import ConfigParser
+
+    def make_parser(single_fold: bool):
+        parser = ConfigParser()
+        parser.read_config(str(_configs(bundle) / "train.json"))
+        parser.read_meta(str(_configs(bundle) / "metadata.json"))
+        wanted = {"num_workers": 0, "cache_rate": 1.0, "seed": seed, **({"num_folds": 1} if single_fold else {})}
+        updates: dict[str, Any] = {"bundle_root": str(bundle), "dataset_dir": str(data_root)}
+        updates.update({k: v for k, v in wanted.items() if k in parser.config})
+        for key, value in {"output_dir": work / "train_out", "ckpt_dir": work / "train_ckpt"}.items():
+            if key in parser.config:
+                updates[key] = str(value)
+        updates.update(dict(overrides or {}))
+        parser.update(updates)
+        return parser
+
+    # num_folds 1 puts every synthetic case into training where the bundle's split allows it (strokeseg's
+    # cases_for); a bundle whose own split then leaves training empty keeps its folds.
+    parser = make_parser(single_fold=True)
+    monai.utils.set_determinism(seed=seed)
+    start = time.perf_counter()
+    if "num_folds" in parser.config and len(parser.get_parsed_content("train#dataset")) == 0:
+        parser = make_parser(single_fold=False)
+    cache_s, trainer = time_call(lambda: parser.get_parsed_content("train#trainer"))
+    cache_s = time.perf_counter() - start
+    loader = trainer.data_loader
+    state = {"it": iter(loader)}
+
+    def next_batch():
+        try:
+            return next(state["it"])
+        except StopIteration:
+            state["it"] = iter(loader)
+            return next(state["it"])
+
+    def iteration(batch) -> None:
+        trainer._iteration(trainer, batch)
+
+    fetch_s, prebuilt = time_call(next_batch)
+    iteration(prebuilt)  # warm-up: allocator and oneDNN backward primitives
+    pipeline, in_memory, data_only = [], [], []
+    for _ in range(repeats):  # alternate, so drifting machine load hits both sides alike
+        start = time.perf_counter()
+        batch = next_batch()
+        data_only.append(time.perf_counter() - start)
+        iteration(batch)
+        pipeline.append(time.perf_counter() - start)
+        in_memory.append(time_call(lambda: iteration(prebuilt))[0])
+    ratio = median(pipeline, 9) / median(in_memory, 9)
+    return {
+        "stage": "train",
+        "batch_image_shape": _first_tensor_shape(prebuilt),
+        "train_batch_size": parser.config.get("train_batch_size"),
+        "samples_per_case": parser.config.get("samples_per_case"),
+        "cache_build_s": round(cache_s, 3),
+        "first_fetch_s": round(fetch_s, 3),
+        "pipeline_iteration_s": [round(s, 3) for s in pipeline],
+        "in_memory_iteration_s": [round(s, 3) for s in in_memory],
+        "data_fetch_s": [round(s, 3) for s in data_only],
+        "pipeline_median_s": median(pipeline, 3),
+        "in_memory_median_s": median(in_memory, 3),
+        "p4": round(ratio, 3),
+    }
+
+
+def inference_memory(
+    bundle: Path, data_root: Path, work: Path, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """P5: peak RSS of ``python -m monai.bundle run`` inference (default knobs) in a child process.
+
+    Raises:
+        BundleError: the command failed (with the last lines of its log).
+    """
+    from strokeseg.bench.memory import child_peak_rss
+
+    try:
+        from strokeseg.bundle.runner import monai_bundle_command, override_args
+    except ImportError:  # pragma: no cover - the shared runner is not in this checkout yet
+        import sys
+
+        def monai_bundle_command(verb: str, *args: str) -> list[str]:
+            return [sys.executable, "-m", "monai.bundle", verb, *args]
+
+        def override_args(values):
+            import json
+
+            out: list[str] = []
+            for key, value in (values or {}).items():
+                out += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+            return out
+
+    args = monai_bundle_command(
+        "run",
+        "--config_file",
+        str(_configs(bundle) / "inference.json"),
+        "--meta_file",
+        str(_configs(bundle) / "metadata.json"),
+        "--bundle_root",
+        str(bundle),
+        "--dataset_dir",
+        str(data_root),
+        "--output_dir",
+        str(work / "out_rss"),
+        *override_args(dict(overrides or {})),
+    )
+    memory = child_peak_rss(args, work / "logs" / "inference_rss.log", cwd=bundle)
+    if memory["returncode"] != 0:
+        tail = Path(memory["log"]).read_text(errors="replace").splitlines()[-20:]
+        raise BundleError(f"python -m monai.bundle run inference failed for {bundle.name}:\n" + "\n".join(tail))
+    return memory
+
+
+def run_hook(module_name: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Call ``bench_hook(context)`` of ``module_name`` (a bundle description's ``bench_hook``).
+
+    The context holds ``description``, ``bundle`` (the copy), ``work``, ``data_root``, ``case``, ``item`` (the
+    preprocessed case), ``network``, ``calls`` (:class:`NetworkCall` list, fp32 contiguous), ``evaluator``,
+    ``parser``, ``record`` (the generic record so far, variants measured), ``quick``, ``seed``, ``machine`` and
+    ``peak``. The hook returns a dict merged into the record: ``"variants"`` per variant into the variant
+    records, ``"notes"`` appended to the record's notes, any other key set (e.g. ``"anchor"``).
+
+    Raises:
+        BundleError: the module cannot be imported, lacks ``bench_hook``, or returns no dict.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise BundleError(f"bench hook {module_name} cannot be imported: {err}") from err
+    hook = getattr(module, "bench_hook", None)
+    if not callable(hook):
+        raise BundleError(f"bench hook module {module_name} has no function bench_hook(context).")
+    result = hook(context)
+    if not isinstance(result, dict):
+        raise BundleError(f"{module_name}.bench_hook returned {type(result).__name__}, not a dict.")
+    return result
+
+
+def _merge_hook(record: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if key == "variants":
+            for variant, numbers in value.items():
+                if variant in record["variants"]:
+                    record["variants"][variant].update(numbers)
+        elif key == "notes":
+            record.setdefault("notes", []).extend(value)
+        else:
+            record[key] = value
+
+
+def bench_bundle(
+    bundle_dir: str | Path,
+    work_dir: str | Path,
+    peak: Mapping[str, Any],
+    machine: Mapping[str, Any],
+    quick: bool = False,
+    repeats: int | None = None,
+    ckpt_dir: str | Path | None = None,
+    seed: int = 0,
+    measure_training: bool = True,
+    measure_memory: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+    variants: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Measure one bundle on one synthetic case of its layout (see the module docstring).
+
+    Args:
+        bundle_dir: the bundle folder (with a ``"strokeseg"`` description in ``configs/metadata.json``).
+        work_dir: an empty scratch folder (data, bundle copy, outputs).
+        peak: the run's peak record (``conv2d_fp32`` / ``conv3d_fp32`` with ``gflops``): the P1 denominator is
+            the fp32 peak of the network's dimensionality.
+        machine: the run's machine record (``bf16_supported``, ``bf16_reason``).
+        quick: fp32 only, one repeat, the bundle's ``smoke_overrides`` (tiny networks), a small training batch.
+        repeats: timed repeats per measurement (default 2, quick 1; training 3, quick 1).
+        ckpt_dir: trained checkpoints instead of fresh weights.
+        seed: seed of data, weights and sampling.
+        measure_training: include P4.
+        measure_memory: include P5 (a child ``python -m monai.bundle run``).
+        overrides: extra config ids for inference and training (on top of the quick smoke overrides).
+        variants: measure these variants (default: :func:`choose_variants`).
+
+    Returns:
+        The bundle's record of ``bench.json`` (raw numbers, per-variant P1 / P2, P4, P5).
+
+    Raises:
+        BundleError: the bundle cannot be described, copied or run, or its inference writes nothing.
+    """
+    from strokeseg.bundle.description import describe_bundle
+    from strokeseg.data.phantoms import synthesize_dataset
+
+    description = describe_bundle(bundle_dir)
+    work = Path(work_dir)
+    repeats = repeats if repeats is not None else (1 if quick else 2)
+    train_repeats = 1 if quick else max(3, repeats)
+    extra = {**(description.smoke_overrides if quick else {}), **dict(overrides or {})}
+    # Two training cases fill a training batch of two (and leave one for training under any fold split); one
+    # test case is inferred.
+    data_root = synthesize_dataset(description.layout, work / "data", cases=2, test_cases=1, seed=seed)
+    bundle = work / description.name
+    weights = prepare_bundle_copy(bundle_dir, bundle, ckpt_dir=ckpt_dir, seed=seed, overrides=extra)
+
+    probe = _inference_parser(bundle, {"bundle_root": str(bundle), **extra})
+    knobs = variant_knobs(probe.config)
+    default = default_variant(probe, knobs, bool(machine.get("bf16_supported")))
+    base = {"bundle_root": str(bundle), "dataset_dir": str(data_root), "output_dir": str(work / "unused"), **extra}
+    if "overwrite" in probe.config:
+        extra["overwrite"] = True
+    parser = _inference_parser(bundle, {**base, **variant_overrides(knobs, "fp32")})
+    recorded = _record_inference(parser, description, bundle)
+    calls, network = recorded["calls"], recorded["network"]
+    first_input = (_tensors(calls[0].args) or _tensors(calls[0].kwargs))[0]
+    spatial_dims = first_input.ndim - 2
+    if spatial_dims not in (2, 3):
+        raise BundleError(
+            f"{description.name}: network input of shape {list(first_input.shape)} is neither 2-D nor 3-D."
+        )
+    flops_computed = count_call_flops(network, calls)
+    fraction = useful_fraction(calls, recorded["predicted_voxels"])
+    items = sum(c.items for c in calls)
+    peak_key = f"conv{spatial_dims}d_fp32"
+    peak_gflops = float(peak[peak_key]["gflops"])
+    item = recorded["item"]
+    case = _case_of(item)
+    image = item["image"] if isinstance(item, Mapping) and isinstance(item.get("image"), torch.Tensor) else None
+
+    chosen, skipped = choose_variants(
+        knobs, bool(machine.get("bf16_supported")), machine.get("bf16_reason", ""), quick, default
+    )
+    if variants is not None:
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise BundleError(f"unknown variant(s) {unknown}; expected among {', '.join(VARIANTS)}.")
+        chosen = [v for v in variants if v not in skipped or skipped[v].startswith("quick")]
+        skipped = {k: why for k, why in skipped.items() if k not in chosen}
+    context: dict[str, Any] = {
+        "description": description,
+        "bundle": bundle,
+        "work": work,
+        "data_root": data_root,
+        "case": case,
+        "item": item,
+        "network": network,
+        "calls": calls,
+        "evaluator": recorded["evaluator"],
+        "parser": parser,
+        "knobs": knobs,
+        "spatial_dims": spatial_dims,
+        "items": items,
+        "flops_useful": flops_computed * fraction,
+        "peak_gflops": peak_gflops,
+        "quick": quick,
+        "seed": seed,
+        "machine": machine,
+        "peak": peak,
+    }
+    records = {}
+    for name in chosen:
+        records[name] = _measure_variant(context, name, work / f"out_{name}", repeats, {**base, **extra})
+        records[name]["default"] = name == default
+    unit = "slice" if spatial_dims == 2 else "window"
+    input_shapes = sorted({str(list(s)) for c in calls for s in c.signature()[:1]})
+    record: dict[str, Any] = {
+        "bundle": description.name,
+        "weights": weights,
+        "default_variant": default,
+        "knobs": knobs,
+        "case": {
+            "name": case,
+            "preprocessed_shape": list(image.shape) if image is not None else None,
+            "preprocess_s": round(recorded["preprocess_s"], 3),
+            "prediction_shape": recorded["prediction_shape"],
+            "network_calls": len(calls),
+            "items": items,
+            "item_unit": unit,
+            "batch_max": max(c.items for c in calls),
+            "input_shapes": input_shapes,
+            "item_shape": list(first_input.shape[2:]),
+            **({"slices_total": int(image.shape[-1])} if image is not None and spatial_dims == 2 else {}),
+        },
+        "network": {
+            "id": description.networks[0].id,
+            "class": type(network).__name__,
+            "spatial_dims": spatial_dims,
+            "parameters": sum(p.numel() for p in network.parameters()),
+            "flops_computed": flops_computed,
+            "useful_fraction": round(fraction, 4),
+            "flops_useful": int(flops_computed * fraction),
+            "flops_per_item": int(flops_computed / items) if items else None,
+            "gflop_total": round(flops_computed * fraction / 1e9, 2),
+        },
+        "peak_key": peak_key,
+        "peak_gflops_fp32": peak_gflops,
+        "variants": records,
+        "skipped_variants": skipped,
+        "notes": [],
+    }
+    context["record"] = record
+    if description.bench_hook:
+        _merge_hook(record, run_hook(description.bench_hook, context))
+    if measure_training:
+        train_extra = {**extra, **({"samples_per_case": 4} if quick else {})}
+        train_extra.pop("overwrite", None)
+        record["training"] = training_step(bundle, data_root, work, train_repeats, seed, train_extra)
+    if measure_memory:
+        record["memory"] = inference_memory(bundle, data_root, work, extra)
+        record["memory"]["three_d"] = spatial_dims == 3
+    return record
