@@ -11,6 +11,7 @@ import torch
 from monai.data import MetaTensor, NibabelWriter
 
 from strokeseg.atomic_io import temporary_path
+from strokeseg.errors import DataError
 from strokeseg.transforms.io import SaveCasePrediction, SaveCasePredictiond
 
 
@@ -74,7 +75,7 @@ def test_failed_write_leaves_no_final_and_no_partial_file(tmp_path: Path, monkey
     monkeypatch.setattr(NibabelWriter, "write", broken_write)
     img = MetaTensor(torch.ones(1, 2, 2, 2), affine=torch.eye(4))
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match=r"case1_seg\.nii\.gz: cannot be written \(disk full\)"):
         SaveCasePrediction(tmp_path)(img, "case1")
 
     final = tmp_path / "case1" / "case1_seg.nii.gz"
@@ -134,3 +135,50 @@ def test_dict_version_custom_case_key(tmp_path: Path) -> None:
         saver({"pred": pred, "case": "a"})
     out = saver({"pred": pred, "subject": "b"})
     assert Path(out["pred_path"]) == tmp_path / "b" / "b_seg.nii.gz"
+
+
+_SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+import torch
+from monai.data import MetaTensor, NibabelWriter
+from strokeseg.transforms.io import SaveCasePrediction
+
+real_write = NibabelWriter.write
+
+def slow_write(self, filename, verbose=True, **kwargs):
+    real_write(self, filename, verbose=verbose, **kwargs)
+    data = Path(filename).read_bytes()
+    Path(filename).write_bytes(data[: len(data) // 2])  # half of the file is on disk ...
+    print("writing", flush=True)
+    time.sleep(60)  # ... when the process is killed
+
+NibabelWriter.write = slow_write
+SaveCasePrediction(sys.argv[1])(MetaTensor(torch.rand(1, 24, 24, 24), affine=torch.eye(4)), "case1")
+"""
+
+
+def test_sigkill_while_writing_leaves_no_final_file_and_the_rerun_cleans_up(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from strokeseg.bundle.inputs import remove_stale_partials
+
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = iter(proc.stdout.readline, "")  # MONAI's writer logs a line of its own first
+        assert any(line.strip() == "writing" for line in lines)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    final = tmp_path / "case1" / "case1_seg.nii.gz"
+    assert proc.returncode == -signal.SIGKILL
+    assert not final.exists()
+    [partial] = _partials(tmp_path)
+    assert partial.name == f".partial-{proc.pid}-case1_seg.nii.gz"
+
+    assert remove_stale_partials(tmp_path) == [partial]
+    assert _partials(tmp_path) == []
+    SaveCasePrediction(tmp_path)(MetaTensor(torch.ones(1, 2, 2, 2), affine=torch.eye(4)), "case1")
+    assert int(np.asarray(nib.load(str(final)).dataobj).sum()) == 8

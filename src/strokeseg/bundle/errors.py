@@ -8,7 +8,7 @@ times on the way. The useful sentence (``DataError: <file>: contains 1 NaN/Inf v
 :func:`install` is the first entry of every bundle config's ``initialize``::
 
     "debug": false,
-    "initialize": ["$strokeseg.bundle.errors.install(@debug)", ...]
+    "initialize": ["$strokeseg.bundle.errors.install(strokeseg.bundle.knobs.as_bool(@debug, 'debug'))", ...]
 
 It replaces ``sys.excepthook`` so that an uncaught exception whose cause chain holds a
 :class:`~strokeseg.errors.StrokesegError` (or another recognisable input problem: a missing or unreadable

@@ -4,7 +4,12 @@ MONAI's ``SaveImaged`` names outputs after the input file stem (for ISLES 2022 t
 ``sub-…_ses-…_dwi``, not the case) and writes in place, so a crash can leave a truncated file under
 the final name. This transform reuses MONAI's ``NibabelWriter`` for the NIfTI encoding (affine taken
 from the MetaTensor, so the prediction overlays its input in any viewer) and adds the two things it
-lacks: case naming from the datalist entry and write-to-temporary-then-``os.replace``.
+lacks: case naming from the datalist entry and write-to-temporary-then-``os.replace``. A process killed
+while writing leaves at most a hidden ``.partial-<pid>-…`` file, never a half-written file under the final
+name; the next inference run removes it (:func:`strokeseg.bundle.inputs.remove_stale_partials`).
+
+In a bundle the savers are the ``writers`` of ``inference.json``, which the evaluator runs after the
+tensor-only ``postprocessing`` (what a MONAI Deploy client runs), so the case name is needed only here.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import MapTransform, Transform
 
 from strokeseg.atomic_io import atomic_path
+from strokeseg.errors import DataError
 
 __all__ = ["SaveCasePrediction", "SaveCasePredictiond"]
 
@@ -53,8 +59,11 @@ class SaveCasePrediction(Transform):
         writer = NibabelWriter(output_dtype=self.output_dtype)
         writer.set_data_array(data.detach().cpu(), channel_dim=0)
         writer.set_metadata({"affine": data.affine, "original_affine": data.affine}, resample=False)
-        with atomic_path(final) as tmp:
-            writer.write(tmp)
+        try:
+            with atomic_path(final) as tmp:
+                writer.write(tmp)
+        except OSError as exc:  # full disk, read-only folder: name the file, leave nothing behind
+            raise DataError(f"{final}: cannot be written ({exc.strerror or exc})") from exc
         return final
 
 

@@ -96,6 +96,14 @@ def _nifti_version(start: bytes) -> int | None:
     return None
 
 
+def _raw_header(start: bytes, version: int) -> np.void:
+    """The header fields exactly as stored in the file (either byte order)."""
+    size = 348 if version == 1 else 540
+    template = (nib.Nifti1Header if version == 1 else nib.Nifti2Header).template_dtype
+    order = "<" if int.from_bytes(start[:4], "little") == size else ">"
+    return np.frombuffer(start[:size], dtype=template.newbyteorder(order))[0]
+
+
 def _payload_size(path: Path, gz: bool, expected: int) -> int:
     """Bytes the file holds once decompressed: the gzip trailer when it agrees with ``expected``, else a
     streamed count (memory stays at one chunk)."""
@@ -181,8 +189,10 @@ def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = 
             f"{path}: header size does not match its data: the header announces {_shape_text(shape)} voxels "
             f"({expected} bytes) but the file holds {actual} bytes"
         )
-    pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
-    codes = (int(header["qform_code"]), int(header["sform_code"]))
+    # nibabel "fixes" a zero pixdim to 1 when it loads a header: read spacing and codes from the file's bytes
+    raw = _raw_header(start, version)
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    codes = (int(raw["qform_code"]), int(raw["sform_code"]))
     if codes == (0, 0) and not (np.all(np.isfinite(pixdim)) and np.all(pixdim > 0)):
         raise DataError(
             f"{path}: has no valid voxel spacing (qform_code and sform_code are 0 and pixdim is "
