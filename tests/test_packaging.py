@@ -77,3 +77,11 @@ def test_bundles_define_the_shared_knobs(bundle):
     knobs = json.loads((ROOT / "configs" / "knobs.json").read_text())["knobs"]
     missing = [k for k in knobs if k not in train]
     assert not missing, f"{bundle.name}/configs/train.json lacks shared top-level ids {missing}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_bundles_name_their_checkpoint_objects_once(bundle):
+    """The shared multi-GPU overlay checkpoints ``@checkpoint_objects``, so every train.json defines it."""
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    assert isinstance(train.get("checkpoint_objects"), dict), f"{bundle.name}: no top-level checkpoint_objects"
+    assert any("@checkpoint_objects" in line for line in train["initialize"]), "initialize ignores checkpoint_objects"
