@@ -1,15 +1,14 @@
-"""Binary closing (FH): hole filling, border behaviour, MetaTensor meta, iteration fitting."""
+"""Binary closing (FH): hole filling, border behaviour, MetaTensor meta (iteration fitting: tests/fitting)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 from skimage.morphology import ball
 
-from strokeseg.postprocessing.morphology import BinaryClosing, BinaryClosingd, binary_closing, fit_closing_iterations
+from strokeseg.postprocessing.morphology import BinaryClosing, BinaryClosingd, binary_closing
 
 
 def _sphere(shape, centre, radius):
@@ -52,18 +51,3 @@ def test_metatensor_affine_kept_and_dict_version():
     assert out.meta["filename_or_obj"] == "case_1.nii.gz"
     assert out.dtype == img.dtype and float(out[0, 5, 5, 3]) == 1.0
     assert isinstance(BinaryClosing(1, 1)(arr), np.ndarray)
-
-
-def test_fit_closing_iterations():
-    shape = (40, 40, 40)
-    ref = _sphere(shape, (20, 20, 20), 12)
-    pred = ref & ~_sphere(shape, (20, 20, 20), 5)  # a cavity a radius-3 ball fits into
-    assert not binary_closing(pred, 3, 1)[20, 20, 20]
-    assert binary_closing(pred, 3, 2)[20, 20, 20]
-    assert fit_closing_iterations([pred], [ref], max_iterations=3) == 2
-    probs = pred.astype(np.float32) * 0.9
-    assert fit_closing_iterations([probs, ref], [ref, ref], threshold=0.5, max_iterations=3) == 2
-    # seed 001's per-case rule: best counts 2 and 0 ⇒ average 1
-    assert fit_closing_iterations([pred, ref], [ref, ref], max_iterations=3, strategy="per_case_average") == 1
-    with pytest.raises(ValueError, match="strategy"):
-        fit_closing_iterations([pred], [ref], strategy="median")

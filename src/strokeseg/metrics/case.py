@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from strokeseg.errors import DataError
+from strokeseg.lesions import union_bounding_box
 from strokeseg.metrics.lesionwise import GROUPING_COLUMNS, LESION_COLUMNS, lesion_metrics
 from strokeseg.metrics.voxelwise import (
     CONFUSION_COLUMNS,
@@ -34,22 +35,6 @@ METRIC_GROUPS = {
     **{name: "volume" for name in VOLUME_COLUMNS},
     **{name: "lesion" for name in LESION_COLUMNS + GROUPING_COLUMNS},
 }
-
-
-def union_bounding_box(*masks: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of the union of ``masks`` grown by ``margin`` (clipped to the image).
-
-    Returns ``None`` when every mask is empty.
-    """
-    union = np.logical_or.reduce(masks) if len(masks) > 1 else masks[0]
-    box = []
-    for axis in range(union.ndim):
-        other = tuple(a for a in range(union.ndim) if a != axis)
-        hits = np.flatnonzero(union.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, union.shape[axis])))
-    return tuple(box)
 
 
 def _check_pair(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

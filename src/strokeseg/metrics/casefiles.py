@@ -21,6 +21,8 @@ import numpy as np
 
 from strokeseg.data.layouts import NIFTI_SUFFIXES, nifti_stem
 from strokeseg.errors import DataError
+from strokeseg.naming import OUTPUT_TAILS
+from strokeseg.naming import case_name as _case_name
 
 __all__ = [
     "PredictionFiles",
@@ -59,12 +61,9 @@ def _nifti_stem(name: str) -> str | None:
 
 
 def case_name(path: str | Path) -> str:
-    """Case name of a prediction or label file: the file stem without ``_seg``/``_prob``/``_label``."""
-    stem = _nifti_stem(Path(path).name) or Path(path).stem
-    for tail in ("_seg", "_prob", "_label"):
-        if stem.endswith(tail):
-            return stem[: -len(tail)]
-    return stem
+    """Case name of a prediction or label file: the file stem without ``_seg``/``_prob``/``_label``
+    (:func:`strokeseg.naming.case_name` with :data:`strokeseg.naming.OUTPUT_TAILS`)."""
+    return _case_name(path, OUTPUT_TAILS)
 
 
 def _add(found: dict[str, dict[str, Path]], case: str, kind: str, path: Path) -> None:

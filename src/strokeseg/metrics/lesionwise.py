@@ -1,8 +1,9 @@
 """Lesion-wise (connected-component) metrics: false-positive / false-negative lesions, detection, lesion F1.
 
-MONAI has no lesion-wise metric, hence this module. Components come from ``scipy.ndimage.label`` and
-every per-component quantity from one ``np.bincount`` over the label image, so the cost does not grow
-with a Python loop over lesions.
+MONAI has no lesion-wise metric, hence this module. Components come from the package's one
+connected-component helper (:func:`strokeseg.lesions.label_lesions`, ``scipy.ndimage.label``) and every
+per-component quantity from one ``np.bincount`` over the label image, so the cost does not grow with a
+Python loop over lesions.
 
 Definitions (seed 000 §3.3 for the FP/FN counts and sizes and the detection rate; the ISLES 2022
 evaluation for the lesion F1 and count difference):
@@ -20,42 +21,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
+
+from strokeseg.lesions import component_sizes, label_lesions, lesion_structure
 
 __all__ = ["LESION_COLUMNS", "GROUPING_COLUMNS", "lesion_structure", "label_lesions", "lesion_metrics"]
 
 LESION_COLUMNS = ("n_fp", "n_fn", "size_fp", "size_fn", "detected", "lesion_f1", "lesion_count_diff")
 GROUPING_COLUMNS = ("n_ref_lesions", "mean_ref_lesion_size")
-
-
-def lesion_structure(ndim: int, connectivity: int | None = None, per_slice: bool = False) -> np.ndarray:
-    """Neighbourhood of ``ndimage.label`` for lesions of an ``ndim``-D mask.
-
-    Args:
-        ndim: spatial dimensions of the mask (2 or 3).
-        connectivity: maximum number of orthogonal hops between neighbours (1 = faces; ``None`` = full,
-            i.e. 8 in 2-D, 26 in 3-D), counted within the dimensionality of the components.
-        per_slice: 2-D components in each slice along the last axis (no connection between slices).
-
-    Raises:
-        ValueError: when ``connectivity`` is outside ``1..component_dims``.
-    """
-    comp_dims = ndim - 1 if per_slice and ndim > 2 else ndim
-    conn = comp_dims if connectivity is None else int(connectivity)
-    if not 1 <= conn <= comp_dims:
-        raise ValueError(f"connectivity must be in 1..{comp_dims} for {comp_dims}-D lesions, got {connectivity}.")
-    structure = ndimage.generate_binary_structure(comp_dims, conn)
-    if comp_dims == ndim:
-        return structure
-    # embed the in-plane neighbourhood in the middle plane of the last axis
-    full = np.zeros(structure.shape + (3,), dtype=bool)
-    full[..., 1] = structure
-    return full
-
-
-def label_lesions(mask: np.ndarray, connectivity: int | None = None, per_slice: bool = False) -> tuple[np.ndarray, int]:
-    """Connected components of a boolean mask (``(H, W[, D])``); returns ``(labels, count)``."""
-    return ndimage.label(mask, structure=lesion_structure(mask.ndim, connectivity, per_slice))
 
 
 def lesion_metrics(
@@ -66,7 +38,7 @@ def lesion_metrics(
     Args:
         pred: predicted mask, boolean, shape ``(H, W[, D])``.
         ref: reference mask, same shape.
-        connectivity: see :func:`lesion_structure`.
+        connectivity: see :func:`strokeseg.lesions.lesion_structure`.
         per_slice: 2-D components per axial slice (last axis) instead of N-D components.
 
     Returns:
@@ -78,8 +50,8 @@ def lesion_metrics(
     pred_lab, n_pred = label_lesions(pred, connectivity, per_slice)
     ref_lab, n_ref = label_lesions(ref, connectivity, per_slice)
 
-    pred_sizes = np.bincount(pred_lab.ravel(), minlength=n_pred + 1)[1:]
-    ref_sizes = np.bincount(ref_lab.ravel(), minlength=n_ref + 1)[1:]
+    pred_sizes = component_sizes(pred_lab, n_pred)[1:]
+    ref_sizes = component_sizes(ref_lab, n_ref)[1:]
     # voxels of each component that fall inside the other mask
     pred_hits = np.bincount(pred_lab[ref], minlength=n_pred + 1)[1:] > 0
     ref_hits = np.bincount(ref_lab[pred], minlength=n_ref + 1)[1:] > 0

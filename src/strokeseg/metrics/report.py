@@ -26,6 +26,7 @@ import numpy as np
 
 from strokeseg.atomic_io import write_text_atomic
 from strokeseg.errors import DataError
+from strokeseg.fitting.thresholds import CurveAccumulator
 from strokeseg.metrics.case import CASE_COLUMNS, case_metrics
 from strokeseg.metrics.casefiles import Volume, check_same_grid, find_labels, find_predictions, load_volume
 from strokeseg.metrics.figures import (
@@ -37,7 +38,6 @@ from strokeseg.metrics.figures import (
     save_threshold_curves,
 )
 from strokeseg.metrics.summary import LESION_SUMMARY_ROWS, summarize
-from strokeseg.postprocessing.thresholds import CurveAccumulator
 
 __all__ = ["CaseResult", "ReportBuilder", "write_report", "evaluate_folders", "benchmark_evaluate"]
 

@@ -1,4 +1,5 @@
-"""Binary closing with a ball ("FH", filling holes; seed 001 §2.4.2) and the fit of its iteration count.
+"""Binary closing with a ball ("FH", filling holes; seed 001 §2.4.2); the fit of its iteration count is
+:func:`strokeseg.fitting.closing.fit_closing_iterations`.
 
 MONAI has no morphological closing transform, and ``scipy.ndimage.binary_closing`` treats everything
 outside the array as background during the erosion, which erodes lesions that touch the image border.
@@ -9,7 +10,7 @@ at the cost of the lesion's neighbourhood instead of the whole volume.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
@@ -19,11 +20,9 @@ from monai.utils import convert_to_dst_type
 from scipy import ndimage
 from skimage.morphology import ball, disk
 
-from strokeseg.errors import DataError
-from strokeseg.metrics.case import union_bounding_box
-from strokeseg.metrics.voxelwise import confusion_counts, confusion_metrics
+from strokeseg.lesions import union_bounding_box
 
-__all__ = ["FH_RADIUS", "binary_closing", "BinaryClosing", "BinaryClosingd", "fit_closing_iterations"]
+__all__ = ["FH_RADIUS", "binary_closing", "BinaryClosing", "BinaryClosingd"]
 
 FH_RADIUS = 3  # seed 001 §2.4.2: structuring element a 3D ball of radius 3 voxels
 
@@ -71,7 +70,8 @@ class BinaryClosing(Transform):
 
     Args:
         radius: ball radius in voxels (default 3, seed 001).
-        iterations: dilation/erosion repetitions (fit with :func:`fit_closing_iterations` on validation).
+        iterations: dilation/erosion repetitions (fit with
+            :func:`strokeseg.fitting.closing.fit_closing_iterations` on validation).
     """
 
     backend = ["numpy"]
@@ -109,58 +109,11 @@ class BinaryClosingd(MapTransform):
         return d
 
 
-def _to_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+def __getattr__(name: str):
+    """``fit_closing_iterations`` moved to :mod:`strokeseg.fitting.closing`; resolved lazily for old imports
+    (``strokeseg.engines.deepmedic``), so importing this module never imports :mod:`strokeseg.metrics`."""
+    if name == "fit_closing_iterations":
+        from strokeseg.fitting.closing import fit_closing_iterations
 
-
-def _as_mask(values: np.ndarray | torch.Tensor, threshold: float) -> np.ndarray:
-    arr = _to_numpy(values)
-    return arr if arr.dtype == bool else arr >= threshold
-
-
-def fit_closing_iterations(
-    probs_or_masks: Sequence[np.ndarray | torch.Tensor],
-    labels: Sequence[np.ndarray | torch.Tensor],
-    threshold: float = 0.5,
-    max_iterations: int = 5,
-    radius: int = FH_RADIUS,
-    strategy: str = "mean_dice",
-) -> int:
-    """Closing iterations (0 … ``max_iterations``) that give the best Dice on validation cases.
-
-    Fit on the validation fold(s) only and store the value in the bundle config.
-
-    Args:
-        probs_or_masks: per-case ``(H, W[, D])`` probability maps (binarised with ``>= threshold``) or
-            boolean masks (used as they are).
-        labels: per-case reference masks of the same shapes.
-        threshold: binarisation threshold of non-boolean inputs.
-        max_iterations: largest iteration count tried.
-        radius: ball radius (seed 001: 3).
-        strategy: ``"mean_dice"`` — the count maximising the mean Dice over the cases (ties: fewest
-            iterations); ``"per_case_average"`` — seed 001's rule, the rounded average of each case's
-            best count.
-
-    Raises:
-        DataError: different numbers of cases or a shape mismatch (names the case index).
-        ValueError: unknown strategy or ``max_iterations`` < 0.
-    """
-    if strategy not in ("mean_dice", "per_case_average"):
-        raise ValueError(f"strategy must be 'mean_dice' or 'per_case_average', got {strategy!r}.")
-    if max_iterations < 0:
-        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}.")
-    if len(probs_or_masks) != len(labels) or len(labels) == 0:
-        raise DataError(
-            f"need the same non-zero number of predictions and labels, got {len(probs_or_masks)} and {len(labels)}."
-        )
-    dice = np.zeros((len(labels), max_iterations + 1))
-    for i, (pred, ref) in enumerate(zip(probs_or_masks, labels, strict=True)):
-        mask, ref_mask = _as_mask(pred, threshold), _to_numpy(ref) != 0
-        if mask.shape != ref_mask.shape:
-            raise DataError(f"case {i}: prediction shape {mask.shape} differs from label shape {ref_mask.shape}.")
-        for k in range(max_iterations + 1):
-            closed = binary_closing(mask, radius, k)
-            dice[i, k] = confusion_metrics(*confusion_counts(closed, ref_mask))["dice"]
-    if strategy == "mean_dice":
-        return int(np.argmax(dice.mean(axis=0)))
-    return int(np.floor(np.argmax(dice, axis=1).mean() + 0.5))
+        return fit_closing_iterations
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
