@@ -12,6 +12,7 @@ from monai.utils import set_determinism
 from strokeseg.bundle.checkpoint import attach_training_checkpoints
 from strokeseg.engines.gan import (
     CtpDwiGanTrainer,
+    FollowUpEvaluation,
     GanKeys,
     SlicePSNRMetric,
     SliceSSIMMetric,
@@ -72,15 +73,15 @@ def test_one_epoch_updates_all_three_networks_and_reports_the_losses():
     before = [_params(m) for m in (g, d, s)]
     trainer.run()
     assert all(_changed(b, m) for b, m in zip(before, (g, d, s), strict=True))
-    output = trainer.state.output  # the last iteration's dict (no postprocessing: not decollated)
+    output = trainer.state.output[0]  # MONAI decollates the last iteration's dict: one per batch item
     for key in GanKeys.LOSSES:
         assert math.isfinite(float(output[key]))
     w_g, w_d, w_s = trainer.loss_weights
     total = w_g * output["g_loss"] + w_d * output["adv_loss"] + w_s * output["seg_loss"]
     torch.testing.assert_close(output["loss"], total)
     assert trainer.loss_weights == (0.002, 0.5, 1.0)
-    assert output[GanKeys.FAKE].shape == output[GanKeys.REAL].shape == (2, 1, SIZE, SIZE)
-    assert output["pred"].shape == (2, 2, SIZE, SIZE)
+    assert output[GanKeys.FAKE].shape == output[GanKeys.REAL].shape == (1, SIZE, SIZE)
+    assert output["pred"].shape == (2, SIZE, SIZE)
     tags = loss_scalars([output])
     assert set(tags) == {"train_loss", "train_g_loss", "train_d_loss", "train_adv_loss", "train_seg_loss"}
     assert tags["train_d_loss"] == float(output["d_loss"])
@@ -128,7 +129,7 @@ def test_without_generator_and_discriminator_it_trains_the_unet_on_its_input():
     trainer.run()
     assert _changed(before, s)
     assert set(loss_scalars(trainer.state.output)) == {"train_loss", "train_seg_loss"}
-    torch.testing.assert_close(trainer.state.output["loss"], trainer.state.output["seg_loss"])
+    torch.testing.assert_close(trainer.state.output[0]["loss"], trainer.state.output[0]["seg_loss"])
 
 
 def test_a_discriminator_needs_a_generator():
@@ -189,3 +190,19 @@ def test_slice_metrics_on_volumes():
         span = real[..., k].max() - real[..., k].min()
         expected.append(10 * torch.log10(1 / ((0.05 / span) ** 2)))
     torch.testing.assert_close(psnr(shifted, real).flatten(), torch.stack(expected).flatten(), rtol=1e-4, atol=1e-4)
+
+
+def test_follow_up_evaluation_runs_after_each_completion_with_the_same_epoch():
+    from ignite.engine import Engine
+
+    calls = []
+
+    class Recorder:
+        def run(self, epoch):
+            calls.append(epoch)
+
+    engine = Engine(lambda e, b: None)
+    FollowUpEvaluation(Recorder()).attach(engine)
+    FollowUpEvaluation(None).attach(engine)  # GAN off: nothing attached
+    engine.run([0, 1], max_epochs=3)
+    assert calls == [3]

@@ -47,6 +47,7 @@ __all__ = [
     "GanKeys",
     "CtpDwiGanTrainer",
     "prepare_synthesis_batch",
+    "FollowUpEvaluation",
     "loss_scalars",
     "SliceSSIMMetric",
     "SlicePSNRMetric",
@@ -249,13 +250,13 @@ class CtpDwiGanTrainer(Trainer):
         finally:
             if discriminator is not None:
                 discriminator.requires_grad_(True)
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-
         output.update({Keys.PRED: logits.detach(), Keys.LOSS: loss.detach(), GanKeys.SEG_LOSS: seg_loss.detach()})
         if generator is not None:
             output.update({GanKeys.REAL: real, GanKeys.FAKE: fake.detach()})
         engine.state.output = output
-        return output
+        # decollation and postprocessing run on this event and replace engine.state.output
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
 
 
 def prepare_synthesis_batch(
@@ -266,6 +267,31 @@ def prepare_synthesis_batch(
         batchdata[Keys.IMAGE].to(device=device, non_blocking=non_blocking, **kwargs),
         batchdata[GanKeys.REAL].to(device=device, non_blocking=non_blocking, **kwargs),
     )
+
+
+class FollowUpEvaluation:
+    """Run a second evaluator every time the engine it is attached to completes (same global epoch).
+
+    The bundle attaches it to the segmentation validator so that the generated-DWI metrics (an evaluator running G
+    alone) are computed right after each validation. A second MONAI ``ValidationHandler`` on the trainer would do
+    the same, but MONAI's bundle property check accepts only ``validate#evaluator`` as a ``ValidationHandler``'s
+    validator.
+
+    Args:
+        evaluator: the evaluator to run (``None``: do nothing, e.g. when the GAN is off).
+    """
+
+    def __init__(self, evaluator: Any | None) -> None:
+        self.evaluator = evaluator
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        if self.evaluator is not None:
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        self.evaluator.run(engine.state.epoch)
 
 
 def loss_scalars(output: Any, prefix: str = "train_") -> dict[str, float]:
