@@ -19,14 +19,18 @@ from scipy import ndimage
 __all__ = ["lesion_structure", "label_lesions", "component_sizes", "remove_small_components", "union_bounding_box"]
 
 
-def lesion_structure(ndim: int, connectivity: int | None = None, per_slice: bool = False) -> np.ndarray:
+def lesion_structure(
+    ndim: int, connectivity: int | None = None, per_slice: bool = False, slice_axis: int = -1
+) -> np.ndarray:
     """Neighbourhood of ``ndimage.label`` for lesions of an ``ndim``-D mask.
 
     Args:
         ndim: spatial dimensions of the mask (2 or 3).
         connectivity: maximum number of orthogonal hops between neighbours (1 = faces; ``None`` = full,
             i.e. 8 in 2-D, 26 in 3-D), counted within the dimensionality of the components.
-        per_slice: 2-D components in each slice along the last axis (no connection between slices).
+        per_slice: 2-D components in each slice along ``slice_axis`` (no connection between slices).
+        slice_axis: the slice axis of ``per_slice`` (default the last; 0 numbers components slice by slice
+            for a slice-major ``(D, H, W)`` array).
 
     Raises:
         ValueError: when ``connectivity`` is outside ``1..component_dims``.
@@ -38,22 +42,27 @@ def lesion_structure(ndim: int, connectivity: int | None = None, per_slice: bool
     structure = ndimage.generate_binary_structure(comp_dims, conn)
     if comp_dims == ndim:
         return structure
-    # embed the in-plane neighbourhood in the middle plane of the last axis
+    # embed the in-plane neighbourhood in the middle plane of the slice axis
     full = np.zeros(structure.shape + (3,), dtype=bool)
     full[..., 1] = structure
-    return full
+    return np.moveaxis(full, -1, slice_axis)
 
 
-def label_lesions(mask: np.ndarray, connectivity: int | None = None, per_slice: bool = False) -> tuple[np.ndarray, int]:
+def label_lesions(
+    mask: np.ndarray, connectivity: int | None = None, per_slice: bool = False, slice_axis: int = -1
+) -> tuple[np.ndarray, int]:
     """Connected components of a boolean mask (``(H, W[, D])``); returns ``(labels, count)``.
+
+    Labels are numbered in raster order of each component's first voxel (``scipy.ndimage.label``).
 
     Args:
         mask: boolean (or 0/1) mask.
         connectivity: see :func:`lesion_structure`.
-        per_slice: 2-D components per slice along the last axis.
+        per_slice: 2-D components per slice along ``slice_axis``.
+        slice_axis: see :func:`lesion_structure`.
     """
     mask = np.asarray(mask)
-    return ndimage.label(mask, structure=lesion_structure(mask.ndim, connectivity, per_slice))
+    return ndimage.label(mask, structure=lesion_structure(mask.ndim, connectivity, per_slice, slice_axis))
 
 
 def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:

@@ -567,22 +567,7 @@ def inference_memory(
         BundleError: the command failed (with the last lines of its log).
     """
     from strokeseg.bench.memory import child_peak_rss
-
-    try:
-        from strokeseg.bundle.runner import monai_bundle_command, override_args
-    except ImportError:  # pragma: no cover - the shared runner is not in this checkout yet
-        import sys
-
-        def monai_bundle_command(verb: str, *args: str) -> list[str]:
-            return [sys.executable, "-m", "monai.bundle", verb, *args]
-
-        def override_args(values):
-            import json
-
-            out: list[str] = []
-            for key, value in (values or {}).items():
-                out += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-            return out
+    from strokeseg.bundle.runner import monai_bundle_command, override_args
 
     args = monai_bundle_command(
         "run",

@@ -1,12 +1,8 @@
 """Post-processing of predicted probability maps, composable in a bundle's ``postprocessing`` (import
 from the submodules).
 
-- :mod:`~strokeseg.postprocessing.thresholds` — THT0 / THT1 threshold fitting on validation voxels
-  (PR and ROC curves, seed 001).
-- :mod:`~strokeseg.postprocessing.morphology` — ``BinaryClosing(d)`` with a ball and the fit of its
-  iterations (FH, seed 001).
-- :mod:`~strokeseg.postprocessing.lesion_size` — ``RemoveSmallLesions(d)`` and the (T_h, S_min) grid
-  search (seed 003).
+- :mod:`~strokeseg.postprocessing.morphology` — ``BinaryClosing(d)`` with a ball (FH, seed 001).
+- :mod:`~strokeseg.postprocessing.lesion_size` — ``RemoveSmallLesions(d)`` (seed 003).
 - :mod:`~strokeseg.postprocessing.smoothing` — ``SliceMedianSmooth(d)``, the per-slice 2-D median of the
   soft map (seed 002).
 - :mod:`~strokeseg.postprocessing.fusion` — Bayes fusion of instance and pixel probabilities (seed 000).
@@ -18,6 +14,9 @@ Two steps need no code of ours:
 - fold ensemble (seed 003): MONAI ``MeanEnsembled(keys=["pred0", …, "predK"], output_key="pred")``
   averages the k fold models' probability maps voxel by voxel (the maps must share a grid; tested).
 
-Every tuned value (threshold, closing iterations, S_min) is fitted on validation folds only, returned
-to the caller and stored in the bundle config.
+Every tuned value (threshold, closing iterations, S_min) is fitted on validation folds only by
+:mod:`strokeseg.fitting` (THT0 / THT1 thresholds, closing iterations, the (T_h, S_min) grid search),
+returned to the caller and stored in the bundle config. This package imports nothing of
+:mod:`strokeseg.metrics` (and ``metrics`` nothing of it); ``postprocessing.thresholds`` is only a
+re-export of :mod:`strokeseg.fitting.thresholds` for old imports.
 """
