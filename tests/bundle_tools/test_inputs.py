@@ -7,10 +7,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from strokeseg.bundle.inputs import case_name_from_file, inference_cases, is_nifti
+from strokeseg.bundle.inputs import BAD_CASE_KEY, case_name_from_file, inference_cases, is_nifti
 from strokeseg.data.datalist import build_datalist, write_datalist
-from strokeseg.errors import DataError
+from strokeseg.errors import BundleError, DataError
 
 
 def _nifti(path: Path, value: float = 1.0) -> Path:
@@ -114,3 +115,190 @@ def test_upper_case_nifti_names_are_recognised(tmp_path):
     path = tmp_path / "SCAN.NII.GZ"
     assert is_nifti(path)
     assert case_name_from_file(path) == "SCAN"
+
+
+# ------------------------------------------------------------------ batch bookkeeping: outputs, reruns, bad cases
+
+
+def _bundle(root: Path, outputs: list[str] | None = None) -> Path:
+    """A folder with just the ``configs/metadata.json`` description :class:`InferenceCases` reads."""
+    import json
+
+    spec = {
+        "layout": "isles2022",
+        "stages": ["train"],
+        "networks": [{"id": "network_def", "checkpoint": "models/model.pt", "stage": "train"}],
+        "inference_outputs": outputs or ["{case}/{case}_seg.nii.gz"],
+    }
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "metadata.json").write_text(json.dumps({"strokeseg": spec}))
+    return root
+
+
+def _scans(folder: Path, names: list[str]) -> Path:
+    for name in names:
+        _nifti(folder / f"{name}.nii.gz")
+    return folder
+
+
+def test_output_folder_is_created_and_must_be_writable(tmp_path: Path) -> None:
+    from strokeseg.bundle.inputs import check_output_dir
+
+    assert check_output_dir(tmp_path / "a" / "b").is_dir()
+    assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe file is gone
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"output folder .*file/out: not writable"):
+        check_output_dir(tmp_path / "file" / "out")
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from strokeseg.bundle.inputs import remove_stale_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / "c1" / f".partial-{dead_pid}-c1_seg.nii.gz"
+    live = tmp_path / "c2" / f".partial-{os.getpid()}-c2_seg.nii.gz"
+    other = tmp_path / "c2" / ".partial-notes.txt"
+    for path in (stale, live, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    assert remove_stale_partials(tmp_path) == [stale]
+    assert live.exists() and other.exists() and not stale.exists()
+    assert remove_stale_partials(tmp_path / "absent") == []
+
+
+def test_rerun_skips_cases_whose_outputs_exist_unless_overwrite(tmp_path: Path) -> None:
+    from strokeseg.bundle.inputs import InferenceCases
+
+    bundle = _bundle(tmp_path / "bundle", ["{case}/{case}_seg.nii.gz", "{case}/{case}_prob.nii.gz"])
+    scans = _scans(tmp_path / "scans", ["a", "b", "c"])
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "a_seg.nii.gz").write_bytes(b"done")
+    (out / "a" / "a_prob.nii.gz").write_bytes(b"done")
+    (out / "b").mkdir()
+    (out / "b" / "b_seg.nii.gz").write_bytes(b"only one of two outputs")
+
+    rerun = InferenceCases(scans, "isles2022", out, bundle)
+    assert [c["case"] for c in rerun.cases] == ["a", "b", "c"]
+    assert rerun.done == ["a"]
+    assert [c["case"] for c in rerun.pending] == ["b", "c"]
+
+    again = InferenceCases(scans, "isles2022", out, bundle, overwrite=True)
+    assert again.done == [] and [c["case"] for c in again.pending] == ["a", "b", "c"]
+
+
+class _Evaluator:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self) -> None:
+        self.runs += 1
+
+
+def test_nothing_to_run_does_not_start_the_evaluator(tmp_path: Path) -> None:
+    from strokeseg.bundle.inputs import InferenceCases
+
+    bundle = _bundle(tmp_path / "bundle")
+    scans = _scans(tmp_path / "scans", ["a"])
+    (tmp_path / "out" / "a").mkdir(parents=True)
+    (tmp_path / "out" / "a" / "a_seg.nii.gz").write_bytes(b"done")
+    evaluator = _Evaluator()
+    InferenceCases(scans, "isles2022", tmp_path / "out", bundle).run(evaluator)
+    assert evaluator.runs == 0
+    InferenceCases(scans, "isles2022", tmp_path / "out", bundle, overwrite=True).run(evaluator)
+    assert evaluator.runs == 1
+
+
+class _Loading:
+    """A dataset transform that fails like a bad input for some cases and like a bug for others."""
+
+    def __init__(self, bad: dict[str, Exception]) -> None:
+        self.bad = bad
+
+    def __call__(self, entry: dict) -> dict:
+        if entry["case"] in self.bad:
+            raise RuntimeError("applying transform <CheckImaged>") from self.bad[entry["case"]]
+        return {"image": torch.zeros(1), "case": entry["case"]}
+
+
+def _loader(cases: list[dict], bad: dict[str, Exception], num_workers: int = 0, batch_size: int = 1):
+    from monai.data import DataLoader, Dataset
+
+    return DataLoader(Dataset(cases, transform=_Loading(bad)), batch_size=batch_size, num_workers=num_workers)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_skip_bad_cases_yields_the_good_ones_and_records_the_bad(num_workers: int) -> None:
+    from strokeseg.bundle.inputs import SkipBadCases
+
+    cases = [{"case": name} for name in ("a", "b", "c", "d")]
+    bad = {"b": DataError("/x/b.nii.gz: contains 3 NaN voxel(s)"), "d": DataError("/x/d.nii.gz: file is empty")}
+    found: list[tuple[str, str]] = []
+    seen = [batch["case"][0] for batch in SkipBadCases(_loader(cases, bad, num_workers), cases, found)]
+    assert seen == ["a", "c"]
+    assert found == [("b", "/x/b.nii.gz: contains 3 NaN voxel(s)"), ("d", "/x/d.nii.gz: file is empty")]
+
+
+def test_skip_bad_cases_lets_other_errors_through_and_needs_batch_size_1() -> None:
+    from strokeseg.bundle.inputs import SkipBadCases
+
+    cases = [{"case": "a"}, {"case": "b"}]
+    with pytest.raises(RuntimeError, match="applying transform"):
+        list(SkipBadCases(_loader(cases, {"a": ZeroDivisionError("bug")}), cases, []))
+    with pytest.raises(BundleError, match="batch_size 1"):
+        SkipBadCases(_loader(cases, {}, batch_size=2), cases, [])
+
+
+def test_report_lists_every_bad_case_then_raises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from strokeseg.bundle.inputs import InferenceCases
+
+    bundle = _bundle(tmp_path / "bundle")
+    scans = _scans(tmp_path / "scans", ["a", "b", "c"])
+    inputs = InferenceCases(scans, "isles2022", tmp_path / "out", bundle, skip_bad_cases=True)
+    from monai.data import DataLoader, Dataset
+
+    loader = DataLoader(Dataset(inputs.pending, transform=_Loading({"b": DataError("/s/b.nii.gz: truncated")})))
+    assert [batch["case"][0] for batch in inputs.loader(loader)] == ["a", "c"]
+    assert inputs.loader(loader) is not loader
+
+    with pytest.raises(DataError, match=r"1 of 3 case\(s\) had bad input .*2 case\(s\) have their outputs"):
+        inputs.report()
+    assert capsys.readouterr().err.splitlines() == ["strokeseg: bad case: b: /s/b.nii.gz: truncated"]
+
+    strict = InferenceCases(scans, "isles2022", tmp_path / "out", bundle)
+    assert strict.loader(loader) is loader
+    strict.report()  # nothing bad: returns
+
+
+def test_skip_bad_cases_discovers_a_tree_leniently(tmp_path: Path) -> None:
+    good = _isles2022_subject(tmp_path, 1, label=False)
+    broken = _isles2022_subject(tmp_path, 2, label=False)
+    broken["adc"].unlink()
+
+    with pytest.raises(DataError, match="sub-strokecase0002: missing adc"):
+        inference_cases(tmp_path, "isles2022", split="test", num_folds=1)
+    cases = inference_cases(tmp_path, "isles2022", split="test", num_folds=1, skip_bad_cases=True)
+    assert cases[0]["case"] == "sub-strokecase0001" and cases[0]["image"][0] == str(good["dwi"].resolve())
+    assert cases[1]["case"] == "sub-strokecase0002"
+    assert "missing adc" in cases[1][BAD_CASE_KEY]
+
+
+def test_bad_cases_found_by_discovery_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from strokeseg.bundle.inputs import InferenceCases
+
+    _isles2022_subject(tmp_path / "tree", 1, label=False)
+    broken = _isles2022_subject(tmp_path / "tree", 2, label=False)
+    broken["dwi"].write_bytes(b"")
+    inputs = InferenceCases(
+        tmp_path / "tree", "isles2022", tmp_path / "out", _bundle(tmp_path / "b"), num_folds=1, skip_bad_cases=True
+    )
+    assert [c["case"] for c in inputs.pending] == ["sub-strokecase0001"]
+    with pytest.raises(DataError, match=r"1 of 2 case\(s\) had bad input"):
+        inputs.run(_Evaluator())
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("strokeseg: bad case: sub-strokecase0002: ") and "sub-strokecase0002_ses-0001_dwi" in line

@@ -36,7 +36,7 @@ ERROR_PREFIX = "strokeseg: error: "
 
 # A DataLoader worker re-raises its exception as text ("Caught RuntimeError in DataLoader worker process 0.
 # Original Traceback ...") under a new exception of the outer type: the strokeseg error is a line in it.
-_WORKER_LINE = re.compile(r"^strokeseg\.[\w.]*(?:Error|Exception): (?P<message>.+)$", re.MULTILINE)
+_WORKER_LINE = re.compile(r"^(?:Original )?strokeseg\.[\w.]*(?:Error|Exception): (?P<message>.+)$", re.MULTILINE)
 # the loggers whose records repeat an exception (StatsHandler's own logger does not propagate to the root)
 _LOGGERS = ("monai.handlers.StatsHandler",)
 _state: dict[str, object] = {"installed": False, "previous": None}
@@ -82,7 +82,7 @@ def input_problem(exc: BaseException) -> str | None:
             return _one_line(str(item)) or type(item).__name__
     for item in chain:
         match = _WORKER_LINE.search(str(item))
-        if match and "Original Traceback" in str(item):
+        if match and "DataLoader worker" in str(item):
             return _one_line(match.group("message"))
     for item in chain:
         if type(item).__name__ == "ImageFileError":
