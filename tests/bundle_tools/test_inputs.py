@@ -183,12 +183,12 @@ def test_rerun_skips_cases_whose_outputs_exist_unless_overwrite(tmp_path: Path) 
     (out / "b").mkdir()
     (out / "b" / "b_seg.nii.gz").write_bytes(b"only one of two outputs")
 
-    rerun = InferenceCases(scans, "isles2022", out, bundle)
+    rerun = InferenceCases(scans, "isles2022", out, bundle, modalities=["dwi"])
     assert [c["case"] for c in rerun.cases] == ["a", "b", "c"]
     assert rerun.done == ["a"]
     assert [c["case"] for c in rerun.pending] == ["b", "c"]
 
-    again = InferenceCases(scans, "isles2022", out, bundle, overwrite=True)
+    again = InferenceCases(scans, "isles2022", out, bundle, modalities=["dwi"], overwrite=True)
     assert again.done == [] and [c["case"] for c in again.pending] == ["a", "b", "c"]
 
 
@@ -208,9 +208,9 @@ def test_nothing_to_run_does_not_start_the_evaluator(tmp_path: Path) -> None:
     (tmp_path / "out" / "a").mkdir(parents=True)
     (tmp_path / "out" / "a" / "a_seg.nii.gz").write_bytes(b"done")
     evaluator = _Evaluator()
-    InferenceCases(scans, "isles2022", tmp_path / "out", bundle).run(evaluator)
+    InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"]).run(evaluator)
     assert evaluator.runs == 0
-    InferenceCases(scans, "isles2022", tmp_path / "out", bundle, overwrite=True).run(evaluator)
+    InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"], overwrite=True).run(evaluator)
     assert evaluator.runs == 1
 
 
@@ -259,7 +259,7 @@ def test_report_lists_every_bad_case_then_raises(tmp_path: Path, capsys: pytest.
 
     bundle = _bundle(tmp_path / "bundle")
     scans = _scans(tmp_path / "scans", ["a", "b", "c"])
-    inputs = InferenceCases(scans, "isles2022", tmp_path / "out", bundle, skip_bad_cases=True)
+    inputs = InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"], skip_bad_cases=True)
     from monai.data import DataLoader, Dataset
 
     loader = DataLoader(Dataset(inputs.pending, transform=_Loading({"b": DataError("/s/b.nii.gz: truncated")})))
@@ -270,7 +270,7 @@ def test_report_lists_every_bad_case_then_raises(tmp_path: Path, capsys: pytest.
         inputs.report()
     assert capsys.readouterr().err.splitlines() == ["strokeseg: bad case: b: /s/b.nii.gz: truncated"]
 
-    strict = InferenceCases(scans, "isles2022", tmp_path / "out", bundle)
+    strict = InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"])
     assert strict.loader(loader) is loader
     strict.report()  # nothing bad: returns
 
@@ -302,3 +302,16 @@ def test_bad_cases_found_by_discovery_are_reported(tmp_path: Path, capsys: pytes
         inputs.run(_Evaluator())
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("strokeseg: bad case: sub-strokecase0002: ") and "sub-strokecase0002_ses-0001_dwi" in line
+
+
+def test_stand_alone_files_are_refused_for_a_multi_modality_bundle(tmp_path: Path) -> None:
+    from strokeseg.bundle.inputs import InferenceCases
+
+    bundle = _bundle(tmp_path / "bundle")
+    scan = _nifti(tmp_path / "scans" / "scan.nii.gz")
+    for source in (scan, scan.parent):
+        with pytest.raises(
+            DataError, match=r"one single-modality case, but this bundle reads 2 modalities \(dwi, adc\)"
+        ):
+            InferenceCases(source, "isles2022", tmp_path / "out", bundle)
+    assert len(InferenceCases(scan, "isles2022", tmp_path / "out", bundle, modalities=["adc"]).pending) == 1

@@ -333,8 +333,12 @@ def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(bundle, t
                 problems.append(f"{case}: {output} was written")
     assert not problems, "\n".join(problems) + "\n" + run.failure()
     assert good["case"] not in listed
+    reference = nib.load(setup.good["image"][0])
     for output in _outputs(setup, out, good["case"]):
         assert output.is_file(), f"good case output {output} missing\n{run.failure()}"
+        written = nib.load(str(output))  # the prediction overlays its input: same grid, same affine
+        assert written.shape[:3] == reference.shape[:3], output
+        np.testing.assert_allclose(written.affine, reference.affine, atol=1e-4, err_msg=str(output))
     assert not _no_partials(out)
     assert "Traceback" not in run.stderr + run.stdout, run.failure()
 

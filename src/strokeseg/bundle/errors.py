@@ -30,7 +30,7 @@ from types import TracebackType
 from strokeseg.bundle.knobs import as_bool
 from strokeseg.errors import StrokesegError
 
-__all__ = ["install", "input_problem", "format_error", "ERROR_PREFIX", "InputErrorFilter"]
+__all__ = ["install", "input_problem", "format_error", "close_progress_bars", "ERROR_PREFIX", "InputErrorFilter"]
 
 ERROR_PREFIX = "strokeseg: error: "
 
@@ -113,7 +113,7 @@ class InputErrorFilter(logging.Filter):
         return exc is None or input_problem(exc) is None
 
 
-def _close_progress_bars() -> None:
+def close_progress_bars() -> None:
     """Close open tqdm bars (ignite's ProgressBar) so the error line is not glued to a bar."""
     tqdm = sys.modules.get("tqdm")
     if tqdm is None:
@@ -131,7 +131,7 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Traceback
     if problem is None:
         previous(exc_type, exc, tb)  # type: ignore[operator]
         return
-    _close_progress_bars()
+    close_progress_bars()
     sys.stdout.flush()
     sys.stderr.write(format_error(problem) + "\n")
     sys.stderr.flush()

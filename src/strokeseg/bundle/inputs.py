@@ -163,6 +163,28 @@ def remove_stale_partials(output_dir: str | Path) -> list[Path]:
     return removed
 
 
+def _check_single_files(source: Path, layout: str, modalities: Sequence[str] | None) -> None:
+    """Refuse stand-alone NIfTI files (one file = one single-modality case) for a multi-modality bundle.
+
+    Raises:
+        DataError: ``source`` is a NIfTI file or a folder of them and the bundle reads several modalities.
+    """
+    from strokeseg.data.layouts import get_layout
+
+    wanted = list(modalities) if modalities is not None else list(get_layout(layout).modalities)
+    if len(wanted) == 1:
+        return
+    single = source.is_file() and is_nifti(source)
+    if source.is_dir() and not single:
+        entries = list(source.iterdir())
+        single = any(p.is_file() and is_nifti(p) for p in entries) and not any(p.is_dir() for p in entries)
+    if single:
+        raise DataError(
+            f"{source}: a stand-alone NIfTI file is one single-modality case, but this bundle reads "
+            f"{len(wanted)} modalities ({', '.join(wanted)}); give a {layout} dataset folder or a datalist"
+        )
+
+
 class SkipBadCases:
     """Iterate a batch-size-1 DataLoader, skipping the cases whose loading raises an input error.
 
@@ -247,6 +269,7 @@ class InferenceCases:
         removed = remove_stale_partials(self.output_dir)
         if removed:
             logger.info(f"removed {len(removed)} temporary file(s) of an interrupted earlier run in {self.output_dir}")
+        _check_single_files(Path(source), layout, modalities)
         found = inference_cases(source, layout, split, fold, num_folds, seed, modalities, self.skip_bad_cases)
         self.bad: list[tuple[str, str]] = [(c["case"], c[BAD_CASE_KEY]) for c in found if BAD_CASE_KEY in c]
         self.cases = [c for c in found if BAD_CASE_KEY not in c]
@@ -286,8 +309,12 @@ class InferenceCases:
         """
         if not self.bad:
             return
+        from strokeseg.bundle.errors import close_progress_bars
+
+        close_progress_bars()
         for case, problem in self.bad:
-            sys.stderr.write(f"strokeseg: bad case: {case}: {problem}\n")
+            shown = problem[len(case) + 2 :] if problem.startswith(f"{case}: ") else problem  # discovery names it
+            sys.stderr.write(f"strokeseg: bad case: {case}: {shown}\n")
         sys.stderr.flush()
         total = len(self.cases) + sum(1 for case, _ in self.bad if case not in {c["case"] for c in self.cases})
         written = len(self.cases) - len({case for case, _ in self.bad} & {c["case"] for c in self.cases})
