@@ -306,7 +306,9 @@ class SymmetricModalities(Transform):
         ).astype(np.float32, copy=False)
         out = torch.cat([torch.as_tensor(volume), torch.from_numpy(mirrored)], dim=0)
         if isinstance(img, MetaTensor):
-            return MetaTensor(out, affine=img.affine, meta=dict(img.meta))
+            result = MetaTensor(out)
+            result.copy_meta_from(img)  # affine, file name and the applied operations (for Invertd)
+            return result
         return out
 
 
