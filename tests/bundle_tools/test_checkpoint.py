@@ -219,7 +219,8 @@ class _Run:
 
 
 def _checkpoints(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    """Checkpoint files under their final names (not the hidden ``.partial-*`` siblings being written)."""
+    return sorted(p.name for p in folder.glob("*.pt") if not p.name.startswith(".")) if folder.is_dir() else []
 
 
 def test_save_every_epoch_then_resume(tmp_path: Path) -> None:
@@ -685,3 +686,21 @@ def test_final_save_on_completion_only(tmp_path: Path) -> None:
     done.trainer.run()
     assert _same_weights(torch.load(tmp_path / "muscle.pt", weights_only=True), done.net)
     assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_previous_epoch_checkpoint_is_removed_only_after_the_next_is_written(tmp_path, monkeypatch) -> None:
+    ckpt = tmp_path / "ckpt"
+    run = _Run(max_epochs=3)
+    attach_training_checkpoints(run.trainer, ckpt, run.objects())
+    listings = []
+    real_save = torch.save
+
+    def watching_save(obj, f, **kwargs):
+        listings.append(_checkpoints(ckpt))  # what a kill during this write would leave
+        return real_save(obj, f, **kwargs)
+
+    monkeypatch.setattr(torch, "save", watching_save)
+    run.trainer.run()
+    # ignite asks to delete last_checkpoint_1.pt before writing last_checkpoint_2.pt; it must still be there
+    assert listings == [[], ["last_checkpoint_1.pt"], ["last_checkpoint_2.pt"]]
+    assert _checkpoints(ckpt) == ["last_checkpoint_3.pt"]

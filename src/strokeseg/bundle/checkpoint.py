@@ -217,7 +217,9 @@ class AtomicDiskSaver(DiskSaver):
     Each file is written to ``.partial-<pid>-<name>`` in the same folder, flushed with ``fsync`` and moved onto
     its name with ``os.replace``: a reader (or a resumed run) sees the old file or the new one, never half of
     one. The permissions are the process's usual ones (ignite's own atomic mode makes files owner-only, the
-    reason MONAI switched it off). With a fixed ``filename`` (``model.pt``) ``remove`` is a no-op: the
+    reason MONAI switched it off). ignite's ``Checkpoint`` asks to remove the oldest file *before* it writes
+    the next one (``n_saved``), so a kill in between would leave no checkpoint at all: here the removal waits
+    until the next file is in place. With a fixed ``filename`` (``model.pt``) ``remove`` is a no-op: the
     replace overwrites the previous file, whereas MONAI deletes it first and writes afterwards.
 
     Args:
@@ -236,6 +238,7 @@ class AtomicDiskSaver(DiskSaver):
         )
         self.filename = filename
         self.check_finite = check_finite
+        self._pending: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         import ignite.distributed as idist
@@ -256,13 +259,18 @@ class AtomicDiskSaver(DiskSaver):
                 torch.save(checkpoint, stream, **self.kwargs)
                 stream.flush()
                 os.fsync(stream.fileno())
+        pending, self._pending = self._pending, []
+        for old in pending:
+            if old != name:
+                (Path(self.dirname) / old).unlink(missing_ok=True)
 
     def remove(self, filename: str) -> None:
+        """Forget ``filename``: deleted only after the next checkpoint is safely written (see class doc)."""
         import ignite.distributed as idist
 
         if self.filename is not None or idist.get_rank() != self.save_on_rank:
             return
-        (Path(self.dirname) / filename).unlink(missing_ok=True)
+        self._pending.append(filename)
 
 
 def remove_stale_partials(folder: str | Path) -> list[Path]:
