@@ -230,8 +230,8 @@ def _case_line(record: dict[str, Any]) -> str:
     overlap = ""
     if net.get("useful_fraction", 1.0) < 1.0:
         overlap = (
-            f" useful (the {net['flops_computed'] / 1e9:.2f} GFLOP computed × {net['useful_fraction']:.3g} for the "
-            "windows' overlap)"
+            f" useful (the {net['flops_computed'] / 1e9:.2f} GFLOP computed × {net['useful_fraction']:.3g}: "
+            "window overlap or overshoot past the image)"
         )
     notes = "".join(f" {n}" for n in record.get("notes", []))
     return (
