@@ -3,6 +3,10 @@ input validation, TorchScript."""
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
+
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -200,3 +204,34 @@ def test_torchscript_matches_eager():
             assert torch.allclose(scripted(x), net(x), atol=1e-6)
     with pytest.raises(torch.jit.Error, match="multiples of 16"):
         scripted(torch.randn(1, 4, 20, 20))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="onnxscript / onnxruntime not installed",
+)
+def test_onnx_export_with_dynamic_batch_and_size_matches_eager(tmp_path):
+    import onnxruntime as ort
+
+    net = _tiny().eval()
+    path = tmp_path / "msdcnn.onnx"
+    dynamic = {"x": {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.randn(1, 4, 32, 32),),
+            str(path),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_shapes=dynamic,
+            optimize=False,
+            verbose=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 4, 48, 64)  # another batch and image size than at export
+    (pred,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(pred, net(x).numpy(), rtol=0, atol=1e-5)

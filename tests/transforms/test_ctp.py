@@ -12,13 +12,13 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Resized
 
 from strokeseg.errors import DataError
+from strokeseg.inferers.slices import BatchedSliceInferer
 from strokeseg.transforms.ctp import (
     SLICE_SIZE,
     BrainMaskNormalizeIntensity,
     BrainMaskNormalizeIntensityd,
     brain_mask,
 )
-from strokeseg.transforms.slices import BatchedSliceInferer
 
 
 def _maps() -> np.ndarray:
@@ -57,9 +57,7 @@ def test_meta_is_kept_and_a_flat_map_is_only_centred():
     assert torch.all(out[1] == 0)
 
 
-@pytest.mark.parametrize(
-    "value, problem", [(math.nan, "NaN or infinite"), (math.inf, "NaN or infinite"), (0.0, "all zero")]
-)
+@pytest.mark.parametrize("value, problem", [(math.nan, "1 NaN voxel"), (math.inf, "1 Inf voxel"), (0.0, "empty")])
 def test_bad_maps_raise_a_data_error_naming_the_file(value, problem):
     x = np.full((4, 3, 3, 2), value, dtype=np.float32) if value == 0.0 else _maps()[..., None].repeat(2, -1)
     if value != 0.0:
@@ -67,6 +65,21 @@ def test_bad_maps_raise_a_data_error_naming_the_file(value, problem):
     img = MetaTensor(torch.from_numpy(x), meta={"filename_or_obj": "case_7/CT_Tmax.nii"})
     with pytest.raises(DataError, match=f"case_7/CT_Tmax.nii.*{problem}"):
         BrainMaskNormalizeIntensity()(img)
+
+
+@pytest.mark.parametrize("value, problem", [(0.0, r"the image is empty .*map 2 of 4"), (math.nan, r"contains 1 NaN")])
+def test_a_broken_map_is_named_by_its_own_file(value, problem):
+    x = _maps()[..., None].repeat(2, -1)
+    x = np.concatenate([x, x], axis=0)  # 4 maps
+    if value == 0.0:
+        x[2] = 0  # a CBV map of zeros: a broken export
+    else:
+        x[2, 0, 0, 0] = value
+    files = ["c/CT_Tmax.nii", "c/CT_CBF.nii", "c/CT_CBV.nii", "c/CT_MTT.nii"]
+    # LoadImage keeps only the first file name of stacked maps; the datalist copy under files_key names them all
+    img = MetaTensor(torch.from_numpy(x), meta={"filename_or_obj": files[0]})
+    with pytest.raises(DataError, match=r"^c/CT_CBV.nii: " + problem):
+        BrainMaskNormalizeIntensityd(keys="image", files_key="map_files")({"image": img, "map_files": files})
 
 
 def test_integer_dtype_is_refused():

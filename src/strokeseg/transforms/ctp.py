@@ -15,7 +15,7 @@ everything outside stays exactly 0 (so the slice inferer still recognises slices
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
@@ -44,6 +44,14 @@ def brain_mask(img: NdarrayOrTensor) -> torch.Tensor:
     return x.ne(0).any(dim=0, keepdim=True)
 
 
+def _channel_source(img: NdarrayOrTensor, channel: int, files: Sequence[str] | None) -> str:
+    """File of one channel: ``files[channel]`` when given (``LoadImage`` keeps only the first file name of maps
+    stacked from several files), else the image's own name."""
+    if files is not None and len(files) > channel:
+        return str(files[channel])
+    return source_name(img)
+
+
 class BrainMaskNormalizeIntensity(Transform):
     """Z-score each channel of a ``(C, H, W[, D])`` map stack over one brain mask shared by all channels.
 
@@ -55,7 +63,8 @@ class BrainMaskNormalizeIntensity(Transform):
         dtype: output dtype (floating). A ``MetaTensor`` input keeps its metadata.
 
     Raises:
-        DataError: the maps hold NaN/inf or no voxel is non-zero; the message names ``meta["filename_or_obj"]``.
+        DataError: a map holds NaN/Inf voxels or is all zero (a broken export); the message names that map's
+            file (``files`` of ``__call__``, else ``meta["filename_or_obj"]``).
 
     Example:
         >>> maps = BrainMaskNormalizeIntensity()(ctp)  # ctp: (4, H, W, D), Tmax, CBF, CBV, MTT
@@ -68,18 +77,27 @@ class BrainMaskNormalizeIntensity(Transform):
             raise ValueError(f"dtype must be a floating type, got {dtype}.")
         self.dtype = dtype
 
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        """Args: img: channel-first maps ``(C, H, W[, D])``."""
-        name = source_name(img)
+    def __call__(self, img: NdarrayOrTensor, files: Sequence[str] | None = None) -> NdarrayOrTensor:
+        """Args:
+        img: channel-first maps ``(C, H, W[, D])``.
+        files: the file of each channel, for error messages (default: the image's ``filename_or_obj``).
+        """
         if img.ndim < 3:
-            raise DataError(f"{name}: expected channel-first maps (C, H, W[, D]), got shape {tuple(img.shape)}.")
+            raise DataError(
+                f"{source_name(img)}: expected channel-first maps (C, H, W[, D]), got shape {tuple(img.shape)}."
+            )
         x = (img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)).to(torch.float64)
-        if not bool(torch.isfinite(x).all()):
-            raise DataError(f"{name}: the perfusion maps hold NaN or infinite values; cannot normalise them.")
+        for c in range(x.shape[0]):
+            nan, inf = int(torch.isnan(x[c]).sum()), int(torch.isinf(x[c]).sum())
+            if nan or inf:
+                what = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "Inf")) if n)
+                raise DataError(f"{_channel_source(img, c, files)}: contains {what} voxel(s) (perfusion map {c})")
+            if not bool(x[c].ne(0).any()):
+                raise DataError(
+                    f"{_channel_source(img, c, files)}: the image is empty (every voxel is 0): perfusion map {c} "
+                    f"of {x.shape[0]} holds no brain; cannot normalise it."
+                )
         mask = brain_mask(x)[0]
-        count = int(mask.sum())
-        if count == 0:
-            raise DataError(f"{name}: every perfusion map is all zero (no brain voxel); cannot normalise them.")
         out = torch.zeros_like(x)
         for c in range(x.shape[0]):
             values = x[c][mask]
@@ -90,20 +108,37 @@ class BrainMaskNormalizeIntensity(Transform):
 
 
 class BrainMaskNormalizeIntensityd(MapTransform):
-    """Dictionary version of :class:`BrainMaskNormalizeIntensity`."""
+    """Dictionary version of :class:`BrainMaskNormalizeIntensity`.
+
+    Args:
+        keys: keys of the map stacks.
+        dtype: output dtype.
+        files_key: key of the list of per-channel files (a copy of the datalist's ``image`` list made before
+            ``LoadImaged``, e.g. by ``CopyItemsd``), so that a broken map is reported by its own file name.
+            Do not start it with ``<key>_`` (MONAI would take it for that key's meta dict).
+        allow_missing_keys: skip missing keys.
+    """
 
     backend = BrainMaskNormalizeIntensity.backend
 
     def __init__(
-        self, keys: KeysCollection, dtype: torch.dtype = torch.float32, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        dtype: torch.dtype = torch.float32,
+        files_key: str | None = None,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.normalize = BrainMaskNormalizeIntensity(dtype=dtype)
+        self.files_key = files_key
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
+        files = d.get(self.files_key) if self.files_key is not None else None
+        if isinstance(files, str):
+            files = [files]
         for key in self.key_iterator(d):
-            d[key] = self.normalize(d[key])
+            d[key] = self.normalize(d[key], files=files)
         return d
 
 
