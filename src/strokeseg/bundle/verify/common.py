@@ -68,7 +68,7 @@ TORCHSCRIPT_RUNNER = textwrap.dedent(
     model = torch.jit.load(ts_file, map_location="cpu")
     model.eval()
     with torch.no_grad():
-        output = model(torch.load(input_file))
+        output = model(torch.load(input_file, weights_only=True))
     torch.save(output, output_file)
     """
 )
