@@ -704,3 +704,22 @@ def test_previous_epoch_checkpoint_is_removed_only_after_the_next_is_written(tmp
     # ignite asks to delete last_checkpoint_1.pt before writing last_checkpoint_2.pt; it must still be there
     assert listings == [[], ["last_checkpoint_1.pt"], ["last_checkpoint_2.pt"]]
     assert _checkpoints(ckpt) == ["last_checkpoint_3.pt"]
+
+
+def test_every_torch_load_in_src_is_weights_only() -> None:
+    """A text scan (so script templates inside strings count too): each ``torch.load(`` call names
+    ``weights_only=True`` before its closing parenthesis."""
+    import re
+
+    src = Path(__file__).resolve().parents[2] / "src" / "strokeseg"
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"torch\.load\(", text):
+            depth, end = 1, match.end()
+            while depth and end < len(text):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+            if "weights_only=True" not in text[match.end() : end]:
+                offenders.append(f"{path.relative_to(src)}:{text.count(chr(10), 0, match.start()) + 1}")
+    assert not offenders, f"torch.load without weights_only=True: {offenders}"
