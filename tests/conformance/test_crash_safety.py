@@ -1,0 +1,312 @@
+"""Crash safety of every bundle's training, through real ``python -m monai.bundle run`` subprocesses.
+
+Per bundle (everything it needs comes from the bundle's self-description, nothing is bundle-specific):
+
+* **determinism**: two fresh one-epoch smoke runs with the same seed write identical checkpoint tensors;
+* **SIGKILL + resume**, for every training stage: the stage is killed with SIGKILL right after its first new
+  epoch checkpoint appears, then rerun with ``--resume true``: it restores the newest checkpoint (model,
+  optimiser, trainer counters, best-metric tracker), trains only the remaining epochs, leaves no temporary
+  file, and the best file of a stage (``model.pt``) is not replaced by a worse one;
+* **NaN loss**: a run whose weights turn NaN at the start of epoch 2 stops with a one-line error naming the
+  loss and the epoch, non-zero exit, and the epoch-1 checkpoint stays on disk, finite and untouched.
+  The NaN is injected generically by a config overlay (written by the test) that adds one handler to the
+  ``train#trainer``'s ``train_handlers`` (``"$@train#handlers + [...]"``, both ids every bundle has by
+  bundles.md): at ``EPOCH_STARTED`` of epoch 2 it fills every floating parameter of every ``nn.Module``
+  attribute of the trainer with NaN, as a diverged optimiser step would. No bundle-specific loss or
+  learning rate is involved;
+* **untrusted files**: ``model.pt`` with a pickled Python object in it is refused by the bundle's inference
+  with an error naming the file (in-process ``ConfigWorkflow``: the refusal happens before any data is read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from strokeseg.bundle.description import BundleDescription
+from strokeseg.bundle.runner import child_env, config_arg, monai_bundle_command
+from strokeseg.errors import StrokesegError
+from tests.conformance.conftest import bundle_copy, run_config, smoke_args, smoke_dataset
+
+KILL_EPOCHS = 3
+"""Epochs of a run that is killed (``epochs`` is the shared knob: later stages scale their own from it)."""
+TIMEOUT_S = 600
+RESTORED = re.compile(r"Restored all variables from (\S+?\.pt)")
+CHECKPOINT = re.compile(r"_checkpoint_(\d+)\.pt$")
+
+NAN_HANDLER = (
+    "$@train#handlers + [type('NanAtEpoch2', (), {'attach': lambda self, engine: engine.add_event_handler("
+    "monai.engines.workflow.Events.EPOCH_STARTED(once=2), lambda e: [p.data.fill_("
+    "float('nan')) for m in list(vars(e).values()) if isinstance(m, torch.nn.Module) for p in m.parameters() "
+    "if p.is_floating_point()])})()]"
+)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _epoch_checkpoints(models: Path) -> dict[str, int]:
+    """``{file name: epoch}`` of every ``<prefix>_checkpoint_<epoch>.pt`` in ``models``."""
+    found = {}
+    for path in models.glob("*_checkpoint_*.pt"):
+        match = CHECKPOINT.search(path.name)
+        if match and not path.name.startswith("."):  # not a temporary sibling being written
+            found[path.name] = int(match.group(1))
+    return found
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary files of an interrupted write: ours (``.partial-*``) and ignite's (``tmp*``)."""
+    return sorted(p.name for p in folder.rglob("*") if p.name.startswith((".partial-", "tmp")) and p.is_file())
+
+
+def _tensors(state, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a (nested) checkpoint, by dotted name."""
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(state, torch.Tensor):
+        out[prefix] = state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            out.update(_tensors(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            out.update(_tensors(value, f"{prefix}.{index}"))
+    return out
+
+
+def _dead_pid() -> int:
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+
+
+def _trainer_epoch(state: dict) -> int:
+    """Completed epochs recorded by ignite's ``Engine.state_dict()`` (it stores iterations and epoch length)."""
+    return int(state["trainer"]["iteration"]) // int(state["trainer"]["epoch_length"])
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _best_score(models: Path) -> float | None:
+    """Score of the best file recorded beside it (``<stem>_key_metric.json``), if the stage keeps one."""
+    files = sorted(models.glob("*_key_metric.json"))
+    if not files:
+        return None
+    saved = json.loads(files[0].read_text())["_saved"]
+    return max(float(score) for score, _ in saved) if saved else None
+
+
+def _stage_args(bundle: BundleDescription, copy: Path, data: Path, work: Path, **extra) -> list[str]:
+    return smoke_args(bundle, copy, data, output_dir=work / "out", seed=0, **extra)
+
+
+def _run(bundle: BundleDescription, copy: Path, stage: str, args: list[str], log: Path, overlay: Path | None = None):
+    configs = [str(copy / c) for c in bundle.stage_configs(stage)] + ([str(overlay)] if overlay else [])
+    return run_config(copy, configs, args, log, timeout=TIMEOUT_S)
+
+
+def _run_and_kill(
+    bundle: BundleDescription, copy: Path, stage: str, args: list[str], log: Path, before: dict[str, int]
+) -> dict[str, int]:
+    """Start ``stage``; SIGKILL it as soon as an epoch checkpoint appears that is not in ``before``.
+
+    Returns the epoch checkpoints present right after the kill.
+    """
+    models = copy / "models"
+    configs = config_arg([str(copy / c) for c in bundle.stage_configs(stage)])
+    command = monai_bundle_command("run", "--config_file", configs, *args)
+    with open(log, "w") as stream:
+        proc = subprocess.Popen(command, cwd=copy, env=child_env(), stdout=stream, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                if set(_epoch_checkpoints(models).items()) - set(before.items()):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                if proc.poll() is not None:
+                    pytest.fail(
+                        f"{stage} ended (code {proc.returncode}) before it could be killed:\n{log.read_text()[-3000:]}"
+                    )
+                time.sleep(0.02)
+            else:
+                pytest.fail(f"{stage}: no new epoch checkpoint within {TIMEOUT_S} s")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return _epoch_checkpoints(models)
+
+
+# ------------------------------------------------------------------------------- shared runs per bundle
+
+_SHARED: dict[str, dict] = {}
+
+
+def _fresh_runs(bundle: BundleDescription, tmp_path_factory) -> dict:
+    """Two fresh one-epoch smoke runs of the ``train`` stage with the same seed, in copies ``a`` and ``b``.
+
+    Made once per bundle: the determinism test compares them, the SIGKILL test goes on training ``b`` and the
+    NaN test goes on training ``a`` (each of those resumes from the epoch-1 checkpoint, saving an epoch).
+    """
+    if bundle.name not in _SHARED:
+        work = tmp_path_factory.mktemp(f"crash-{bundle.name}")
+        data = smoke_dataset(bundle.layout)
+        shared: dict = {"work": work, "data": data}
+        for name in ("a", "b"):
+            copy = bundle_copy(bundle, work / name)
+            run = _run(bundle, copy, "train", _stage_args(bundle, copy, data, work / name), work / f"{name}.log")
+            shared[name] = {"copy": copy, "run": run}
+        _SHARED[bundle.name] = shared
+    return _SHARED[bundle.name]
+
+
+def _fresh(bundle: BundleDescription, tmp_path_factory, name: str) -> Path:
+    shared = _fresh_runs(bundle, tmp_path_factory)
+    run = shared[name]["run"]
+    if not run.ok:
+        pytest.fail(f"the one-epoch smoke run failed: {run.failure()}")
+    return shared[name]["copy"]
+
+
+# -------------------------------------------------------------------------------------------------- tests
+
+
+def test_same_seed_gives_identical_checkpoints(bundle, tmp_path_factory):
+    states = []
+    for name in ("a", "b"):
+        models = _fresh(bundle, tmp_path_factory, name) / "models"
+        found = _epoch_checkpoints(models)
+        assert found, f"no epoch checkpoint in {models}"
+        states.append(_tensors(torch.load(models / max(found, key=found.get), weights_only=True)))
+        states[-1].update(
+            {
+                f"{n.checkpoint_name}:{k}": v
+                for n in bundle.networks
+                if n.stage == "train"
+                for k, v in _tensors(torch.load(models / n.checkpoint_name, weights_only=True)).items()
+            }
+        )
+    first, second = states
+    assert first.keys() == second.keys()
+    different = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not different, f"same seed, different tensors: {different[:5]}"
+    assert any(k.startswith("model") for k in first) and any(k.startswith("optimizer") for k in first)
+
+
+def test_sigkill_during_each_stage_then_resume(bundle, tmp_path_factory):
+    copy = _fresh(bundle, tmp_path_factory, "b")
+    work, data = _SHARED[bundle.name]["work"], _SHARED[bundle.name]["data"]
+    models = copy / "models"
+    for stage in bundle.stages:
+        args = _stage_args(bundle, copy, data, work / "b", epochs=KILL_EPOCHS, resume="true")
+        before = set(_epoch_checkpoints(models)) if stage != "train" else set()
+        started_with = _epoch_checkpoints(models)
+        after_kill = _run_and_kill(bundle, copy, stage, args, work / f"{stage}_killed.log", started_with)
+        new = {name: epoch for name, epoch in after_kill.items() if name not in before}
+        assert new, f"{stage}: the kill left no checkpoint of this stage"
+        for name in after_kill:  # whatever the kill interrupted, every checkpoint on disk is whole
+            torch.load(models / name, weights_only=True)
+        newest = max(new, key=new.get)
+        resumed_from = new[newest]
+        best_files = [models / n.checkpoint_name for n in bundle.networks if n.stage == stage]
+        best_before = {p.name: _digest(p) for p in best_files if p.is_file()}
+        score_before = _best_score(models) if stage == "train" else None
+        state = torch.load(models / newest, weights_only=True)
+        assert _trainer_epoch(state) == resumed_from
+        if score_before is not None:
+            assert "best_metric" in state, f"{newest} does not carry the best-metric tracker"
+
+        # what a kill in the middle of a write leaves behind (a process that no longer exists)
+        stale = models / f".partial-{_dead_pid()}-{newest}"
+        stale.write_bytes(b"half a checkpoint")
+        rerun = _run(bundle, copy, stage, args, work / f"{stage}_resumed.log")
+        assert rerun.ok, rerun.failure()
+        restored = RESTORED.findall(rerun.stdout + rerun.stderr)
+        assert restored and Path(restored[0]).name == newest, f"{stage}: resumed from {restored}, not {newest}"
+        done = _epoch_checkpoints(models)
+        final = max((n for n in done if n not in before), key=done.get)
+        final_state = torch.load(models / final, weights_only=True)
+        epochs_run = _trainer_epoch(final_state) - resumed_from
+        assert epochs_run >= 1, f"{stage}: nothing trained after the resume"
+        per_epoch = int(final_state["trainer"]["epoch_length"])
+        # the optimiser went on from the saved state: its step counters exceed the rerun's own iterations
+        steps = [float(v) for k, v in _tensors(final_state.get("optimizer", {})).items() if k.endswith(".step")]
+        if steps:
+            assert max(steps) > epochs_run * per_epoch, f"{stage}: optimiser state restarted at the resume"
+        for path in best_files:
+            assert path.is_file(), f"{stage} wrote no {path.name} after the resume"
+            torch.load(path, weights_only=True)
+        if score_before is not None:
+            score_after = _best_score(models)
+            assert score_after is not None and score_after >= score_before
+            for name, digest in best_before.items():
+                if _digest(models / name) != digest:
+                    assert score_after > score_before, f"{name} replaced by a model that did not score better"
+        assert not _leftovers(copy), f"temporary files left after the resume: {_leftovers(copy)}"
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(bundle, tmp_path_factory):
+    copy = _fresh(bundle, tmp_path_factory, "a")
+    work, data = _SHARED[bundle.name]["work"], _SHARED[bundle.name]["data"]
+    models = copy / "models"
+    kept = {name: _digest(models / name) for name in _epoch_checkpoints(models)}
+    kept.update({n.checkpoint_name: _digest(models / n.checkpoint_name) for n in bundle.networks if n.stage == "train"})
+    overlay = work / "nan_at_epoch_2.json"
+    overlay.write_text(json.dumps({"train#trainer#train_handlers": NAN_HANDLER}, indent=4))
+    args = _stage_args(bundle, copy, data, work / "a", epochs=2, resume="true")
+    run = _run(bundle, copy, "train", args, work / "nan.log", overlay)
+    assert not run.ok and run.returncode is not None, "a NaN loss did not stop training"
+    last = run.last_line()
+    assert re.search(r"loss is (nan|inf)", last, re.IGNORECASE) and "epoch 2" in last, run.failure()
+    assert sorted(_epoch_checkpoints(models)) == sorted(n for n in kept if CHECKPOINT.search(n))
+    for name, digest in kept.items():  # the epoch-1 files are untouched, hence finite
+        assert _digest(models / name) == digest, f"{name} was rewritten by the diverged run"
+    assert not _leftovers(copy)
+
+
+class _Payload:
+    """Any Python object: pickled into a checkpoint, ``weights_only=True`` must refuse it."""
+
+
+def test_pickled_object_in_model_pt_is_refused(bundle, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    copy = bundle_copy(bundle, tmp_path / "bundle")
+    models = copy / "models"
+    models.mkdir(exist_ok=True)
+    target = copy / bundle.networks[0].checkpoint
+    torch.save({"model": {"weight": torch.zeros(1)}, "payload": _Payload()}, target)
+    data = smoke_dataset(bundle.layout)
+    workflow = ConfigWorkflow(
+        config_file=str(copy / "configs" / "inference.json"),
+        workflow_type="infer",
+        logging_file=False,
+        bundle_root=str(copy),
+        dataset_dir=str(data),
+        output_dir=str(tmp_path / "out"),
+        ckpt_dir=str(models),
+    )
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+        workflow.run()
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    ours = [e for e in chain if isinstance(e, StrokesegError)]
+    assert ours, f"no one-line strokeseg error, got {[type(e).__name__ for e in chain]}: {info.value}"
+    message = str(ours[0])
+    assert target.name in message and "pickled" in message and "\n" not in message
+    assert not list((tmp_path / "out").rglob("*.nii.gz")) if (tmp_path / "out").exists() else True
