@@ -317,3 +317,14 @@ def test_tensors_pass_through_unchecked() -> None:
     assert out["image"] is img
     with pytest.raises(ValueError, match="ndim must be 3 or 4"):
         CheckNiftiHeaders(ndim=2)
+
+
+def test_an_empty_modality_of_a_stacked_case_is_named(tmp_path: Path) -> None:
+    dwi = _nifti(tmp_path / "c_dwi.nii.gz", _volume())
+    adc = _nifti(tmp_path / "c_adc.nii.gz", np.zeros((4, 5, 3), dtype=np.float32))
+    img = _load([dwi, adc])
+    with pytest.raises(DataError, match=r"c_dwi\.nii\.gz: channel 1 of the case \(its file number 2\) is empty"):
+        CheckImage(channels=2)(img)
+    assert CheckImage(channels=2, allow_empty=True)(img) is img
+    series = _load(_nifti(tmp_path / "series.nii.gz", np.stack([_volume(), np.zeros((4, 5, 3), np.float32)], -1)))
+    assert CheckImage(channels=2)(series) is series  # one 4-D file: a blank frame is not a missing modality

@@ -345,7 +345,8 @@ class CheckImage(Transform):
 
     Raises:
         DataError: wrong channel count (e.g. a 4-D series where a 3-D volume is expected), wrong
-            dimensionality, NaN/Inf values, or an all-zero image; the message names the file.
+            dimensionality, NaN/Inf values, or an all-zero image (or, for channels stacked from one file
+            each, an all-zero channel); the message names the (first) file.
     """
 
     def __init__(self, channels: int | None = 1, spatial_dims: int = 3, allow_empty: bool = False) -> None:
@@ -373,8 +374,19 @@ class CheckImage(Transform):
             inf = int(torch.isinf(img).sum())
             what = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "Inf")) if n)
             raise DataError(f"{name}: contains {what} voxel(s)")
-        if not self.allow_empty and not bool(torch.any(img != 0)):
-            raise DataError(f"{name}: the image is empty (every voxel is 0)")
+        if not self.allow_empty:
+            if not bool(torch.any(img != 0)):
+                raise DataError(f"{name}: the image is empty (every voxel is 0)")
+            # channels stacked from one file each (MONAI keeps only the first file's name): each must hold
+            # something; the channels of one 4-D file (a series) may include a blank frame
+            stacked = isinstance(img, MetaTensor) and img.meta.get("original_channel_dim") == 0
+            if stacked and img.shape[0] > 1:
+                for channel in range(img.shape[0]):
+                    if not bool(torch.any(img[channel] != 0)):
+                        raise DataError(
+                            f"{name}: channel {channel} of the case (its file number {channel + 1}) is empty "
+                            "(every voxel is 0)"
+                        )
         return img
 
 
