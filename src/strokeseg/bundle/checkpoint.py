@@ -447,9 +447,11 @@ class _TrackedSaveHandler(AtomicDiskSaver):
                     f"not saving {Path(self.dirname) / (self.filename or filename)}: {bad} has NaN/Inf values "
                     "(training diverged); the previous best checkpoint is kept"
                 )
-        engine = self.owner._engine
-        # tracker first: a kill between the two writes leaves a tracker that is too strict, never too lenient
-        self.owner._write_key_metric_state(engine, self.filename or filename)
+        import ignite.distributed as idist
+
+        if idist.get_rank() == self.save_on_rank:
+            # tracker first: a kill between the two writes leaves a tracker too strict, never too lenient
+            self.owner._write_key_metric_state(self.owner._engine, self.filename or filename)
         super().__call__(checkpoint, filename, metadata)
 
 
