@@ -362,6 +362,7 @@ def test_missing_modality_ends_with_one_line_naming_the_case(bundle, tmp_path_fa
     assert last.startswith(ERROR) and setup.good["case"] in last and "missing" in last, run.failure()
     assert "Traceback" not in run.stderr + run.stdout, run.failure()
     assert not any(o.exists() for o in _outputs(setup, out, setup.good["case"]))
+    assert not _no_partials(out)
     assert len([line for line in run.stderr.splitlines() if line.strip()]) < 15, run.failure()
 
 
@@ -466,3 +467,4 @@ def test_bad_training_input_is_one_line(bundle, tmp_path_factory, problem, words
     assert run.returncode not in (0, None), run.failure()
     assert last.startswith(ERROR) and name in last and words in last, run.failure()
     assert "Traceback" not in run.stderr + run.stdout, run.failure()
+    assert not _no_partials(out), _no_partials(out)
