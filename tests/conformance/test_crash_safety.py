@@ -98,12 +98,12 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _best_score(models: Path) -> float | None:
-    """Score of the best file recorded beside it (``<stem>_key_metric.json``), if the stage keeps one."""
-    files = sorted(models.glob("*_key_metric.json"))
-    if not files:
+def _best_score(models: Path, checkpoint_name: str) -> float | None:
+    """Score of a best-by-key-metric file, recorded beside it (``model.pt`` → ``model_key_metric.json``)."""
+    record = models / f"{Path(checkpoint_name).stem}_key_metric.json"
+    if not record.is_file():
         return None
-    saved = json.loads(files[0].read_text())["_saved"]
+    saved = json.loads(record.read_text())["_saved"]
     return max(float(score) for score, _ in saved) if saved else None
 
 
@@ -222,11 +222,11 @@ def test_sigkill_during_each_stage_then_resume(bundle, tmp_path_factory):
         resumed_from = new[newest]
         best_files = [models / n.checkpoint_name for n in bundle.networks if n.stage == stage]
         best_before = {p.name: _digest(p) for p in best_files if p.is_file()}
-        score_before = _best_score(models) if stage == "train" else None
+        scores_before = {p.name: _best_score(models, p.name) for p in best_files}
         state = torch.load(models / newest, weights_only=True)
         assert _trainer_epoch(state) == resumed_from
-        if score_before is not None:
-            assert "best_metric" in state, f"{newest} does not carry the best-metric tracker"
+        if any(score is not None for score in scores_before.values()):
+            assert any(k.startswith("best_metric") for k in state), f"{newest} lacks the best-metric tracker"
 
         # what a kill in the middle of a write leaves behind (a process that no longer exists)
         stale = models / f".partial-{_dead_pid()}-{newest}"
@@ -248,12 +248,13 @@ def test_sigkill_during_each_stage_then_resume(bundle, tmp_path_factory):
         for path in best_files:
             assert path.is_file(), f"{stage} wrote no {path.name} after the resume"
             torch.load(path, weights_only=True)
-        if score_before is not None:
-            score_after = _best_score(models)
-            assert score_after is not None and score_after >= score_before
-            for name, digest in best_before.items():
-                if _digest(models / name) != digest:
-                    assert score_after > score_before, f"{name} replaced by a model that did not score better"
+        for name, score_before in scores_before.items():
+            if score_before is None:
+                continue
+            score_after = _best_score(models, name)
+            assert score_after is not None and score_after >= score_before, f"{name}: best score went down"
+            if name in best_before and _digest(models / name) != best_before[name]:
+                assert score_after > score_before, f"{name} replaced by a model that did not score better"
         assert not _leftovers(copy), f"temporary files left after the resume: {_leftovers(copy)}"
 
 
