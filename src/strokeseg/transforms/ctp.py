@@ -78,9 +78,11 @@ class BrainMaskNormalizeIntensity(Transform):
         self.dtype = dtype
 
     def __call__(self, img: NdarrayOrTensor, files: Sequence[str] | None = None) -> NdarrayOrTensor:
-        """Args:
-        img: channel-first maps ``(C, H, W[, D])``.
-        files: the file of each channel, for error messages (default: the image's ``filename_or_obj``).
+        """Normalise ``img``.
+
+        Args:
+            img: channel-first maps ``(C, H, W[, D])``.
+            files: the file of each channel, for error messages (default: the image's ``filename_or_obj``).
         """
         if img.ndim < 3:
             raise DataError(
