@@ -7,9 +7,13 @@ maps a single time on each native grid avoids deforming the 1 mm template first 
 Interpolation is PyTorch's ``grid_sample`` (trilinear, float32), which MONAI's own resampler wraps; it is
 called directly because the coordinates are computed here, not from an affine alone.
 
-The displacement field is mirror-symmetric about the template's mid-sagittal plane, so the subject's
-hemispheres remain homologous (the template itself is symmetric): the world mid-sagittal plane is
-known exactly and a lesion can be compared with its mirror voxels.
+The displacement field has a mirror-symmetric part about the template's mid-sagittal plane, so the
+subject's hemispheres stay homologous (the template itself is symmetric) and a lesion can be compared with
+its mirror voxels, plus a small asymmetric part (``asymmetry_mm``, issue 12): healthy brains are not
+mirror images, and perfectly symmetric phantoms would make mirrored-modality features an unrealistically
+perfect lesion detector. :func:`hemispheric_gain` adds the matching few-percent intensity difference between
+the hemispheres. Both are drawn from child generators (``Generator.spawn``), so the patient's other draws
+(pose, lesions, contrasts, noise) are the same as without them.
 """
 
 from __future__ import annotations
@@ -36,11 +40,16 @@ __all__ = [
     "sample_field",
     "sample_tissue",
     "tissue_box",
+    "hemispheric_gain",
 ]
 
 _MAX_ROTATION_DEG = 10.0  # data.md §2 step 1
 _MAX_SCALING = 0.08  # data.md §2 step 1
 _ELASTIC_SPACING_MM = 20.0
+# issue 12: natural left-right asymmetry of healthy brains, a few mm of shape and a few percent of intensity
+ASYMMETRY_MM = 1.5
+HEMISPHERIC_GAIN_RANGE = (0.01, 0.03)
+_HEMISPHERIC_TRANSITION_MM = 10.0
 _ELASTIC_EXTENT_MM = ((-120.0, 120.0), (-160.0, 120.0), (-120.0, 120.0))  # symmetric in x
 
 
@@ -91,14 +100,16 @@ class SubjectDeformation:
 
 
 def random_deformation(
-    rng: np.random.Generator, brain_centre_mm: np.ndarray, elastic_mm: float = 2.5
+    rng: np.random.Generator, brain_centre_mm: np.ndarray, elastic_mm: float = 2.5, asymmetry_mm: float = ASYMMETRY_MM
 ) -> SubjectDeformation:
-    """Draw a head pose (rotation ≤ 10° per axis, scaling ±8 %) and a mild mirror-symmetric elastic field.
+    """Draw a head pose (rotation ≤ 10° per axis, scaling ±8 %) and a mild, mostly mirror-symmetric elastic field.
 
     Args:
         rng: the patient's generator.
         brain_centre_mm: template point that lands near the world origin (a few mm of jitter).
         elastic_mm: largest elastic displacement before symmetrisation.
+        asymmetry_mm: largest displacement of the added asymmetric component (0: perfectly symmetric
+            hemispheres, the phantoms before issue 12); drawn from ``rng.spawn`` so ``rng``'s stream is unchanged.
     """
     angles = rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG, size=3)
     rotation = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
@@ -109,6 +120,10 @@ def random_deformation(
     field[0] = (field[0] - field[0][::-1]) / 2
     field[1:] = (field[1:] + field[1:, ::-1]) / 2
     field *= elastic_mm / max(np.abs(field).max(), 1e-6)
+    if asymmetry_mm > 0:
+        side_rng = rng.spawn(1)[0]
+        asymmetric = ndimage.gaussian_filter(side_rng.standard_normal((3, *shape)), sigma=(0, 1, 1, 1))
+        field = field + asymmetric * (asymmetry_mm / max(np.abs(asymmetric).max(), 1e-6))
     jitter = rng.uniform(-5.0, 5.0, size=3)
     centre = jitter - (np.asarray(brain_centre_mm) * scale) @ rotation.T
     return SubjectDeformation(
@@ -119,6 +134,25 @@ def random_deformation(
         elastic_origin_mm=np.array([lo for lo, _ in _ELASTIC_EXTENT_MM]),
         elastic_spacing_mm=_ELASTIC_SPACING_MM,
     )
+
+
+def hemispheric_gain(
+    deformation: SubjectDeformation, grid: Grid, rng: np.random.Generator, gain_range=HEMISPHERIC_GAIN_RANGE
+) -> np.ndarray:
+    """Smooth intensity factor ``1 ± a·tanh(d / 10 mm)`` of signed distance ``d`` to the mid-sagittal plane.
+
+    ``a`` is drawn uniformly from ``gain_range`` (1-3 %) with a random sign: one hemisphere a little brighter.
+    Computed separably per voxel axis (no ``(3, X, Y, Z)`` coordinate array). Returns a float32 ``grid.shape``.
+    """
+    amplitude = float(rng.uniform(*gain_range)) * (1.0 if rng.random() < 0.5 else -1.0)
+    point, normal = deformation.midsagittal_plane()
+    per_axis = grid.affine[:3, :3].T @ normal  # mm of signed distance per voxel step along each axis
+    distance = np.full(tuple(grid.shape), float((grid.affine[:3, 3] - point) @ normal), dtype=np.float32)
+    for axis, step in enumerate(per_axis):
+        shape = [1, 1, 1]
+        shape[axis] = grid.shape[axis]
+        distance += (np.arange(grid.shape[axis], dtype=np.float32) * np.float32(step)).reshape(shape)
+    return (1.0 + amplitude * np.tanh(distance / _HEMISPHERIC_TRANSITION_MM)).astype(np.float32)
 
 
 def roi_of_box(

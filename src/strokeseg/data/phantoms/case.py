@@ -19,7 +19,13 @@ import numpy as np
 
 from strokeseg.data.layouts import get_layout
 from strokeseg.data.phantoms.acquisition import bias_field, gaussian, rician, to_int16
-from strokeseg.data.phantoms.anatomy import TissueMaps, random_deformation, sample_tissue, tissue_box
+from strokeseg.data.phantoms.anatomy import (
+    TissueMaps,
+    hemispheric_gain,
+    random_deformation,
+    sample_tissue,
+    tissue_box,
+)
 from strokeseg.data.phantoms.contrasts import draw_contrasts, render_anatomical
 from strokeseg.data.phantoms.difficulty import get_difficulty
 from strokeseg.data.phantoms.grids import Grid, draw_flair_grid, draw_image_grid, paste, slab_layout
@@ -346,6 +352,7 @@ def synthesize_case(
     stripped_tissue = tissue.without_head() if stripped else tissue
     maps = lesion_maps(lesions, deformation, work, tissue.parenchyma)
     bias = bias_field(work.shape, crng, level.bias)
+    bias = bias * hemispheric_gain(deformation, work, crng.spawn(1)[0])  # issue 12: hemispheres differ a little
     brain_index = np.flatnonzero(brain) if stripped else None
     compact: dict[str, object] = {}
     spots = None
