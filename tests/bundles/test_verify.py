@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from strokeseg.bundle import verify
-from strokeseg.bundle.verify import smoke as verify_smoke
 from strokeseg.bundle.verify import CheckResult, VerifyReport, verify_bundle
+from strokeseg.bundle.verify import smoke as verify_smoke
 from strokeseg.cli import main
 from strokeseg.data.layouts import get_layout, isles2022_paths
 from strokeseg.errors import BundleError
