@@ -136,18 +136,21 @@ def evaluate(
     )
 
 
-def verify(bundle: str, workdir: str | None = None, train: bool = True) -> str:
+def verify(bundle: str, workdir: str | None = None, train: bool = True, small_export: bool = False) -> str:
     """Run every check of bundles.md on BUNDLE offline and print a pass/fail line per check.
 
     Args:
         bundle: bundle folder, e.g. ``bundles/stroke_dwi_edd_muscle``.
         workdir: where the smoke runs write (default: a temporary folder).
         train: include the one-epoch train / evaluate / infer smoke run (check 6).
+        small_export: export the networks at the sizes of the bundle's ``smoke_overrides`` (faster).
     """
     from strokeseg.bundle.verify import verify_bundle
     from strokeseg.errors import BundleError
 
-    report = verify_bundle(bundle, workdir=workdir, train=as_bool(train, "train"))
+    report = verify_bundle(
+        bundle, workdir=workdir, train=as_bool(train, "train"), small_export=as_bool(small_export, "small_export")
+    )
     if not report.ok:
         raise BundleError(report.summary())
     return report.summary()

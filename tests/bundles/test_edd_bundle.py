@@ -157,7 +157,7 @@ def _bad_input(tmp: Path, data: np.ndarray, name: str) -> Path:
 
 @pytest.mark.parametrize(
     ("kind", "message"),
-    [("series", "channel"), ("nan", "NaN"), ("empty", "empty"), ("volume2d", "3-D")],
+    [("series", "4-D series"), ("nan", "NaN"), ("empty", "empty"), ("volume2d", "3-D")],
 )
 def test_bad_inputs_fail_with_the_file_name_and_write_nothing(trained, tmp_path, kind, message):
     rng = np.random.default_rng(0)

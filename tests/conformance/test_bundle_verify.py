@@ -17,7 +17,7 @@ def _verified(bundle: BundleDescription) -> tuple[VerifyReport, Path]:
     """Run verify once per bundle and process (the TensorBoard test reads the smoke run's event files)."""
     if bundle.name not in _REPORTS:
         work = Path(tempfile.mkdtemp(prefix=f"verify-{bundle.name}-"))
-        _REPORTS[bundle.name] = (verify_bundle(bundle.root, workdir=work, train=True), work)
+        _REPORTS[bundle.name] = (verify_bundle(bundle.root, workdir=work, train=True, small_export=True), work)
     return _REPORTS[bundle.name]
 
 

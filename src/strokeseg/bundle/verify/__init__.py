@@ -102,7 +102,9 @@ def _run_check(name: str, check: Callable[[_Context], str], ctx: _Context) -> Ch
     return result
 
 
-def verify_bundle(bundle: str | Path, workdir: str | Path | None = None, train: bool = True) -> VerifyReport:
+def verify_bundle(
+    bundle: str | Path, workdir: str | Path | None = None, train: bool = True, small_export: bool = False
+) -> VerifyReport:
     """Run every check of bundles.md on ``bundle`` offline and collect the results.
 
     Nothing is written into ``bundle``: exports, synthetic data, a copy of the bundle for the smoke runs
@@ -113,6 +115,8 @@ def verify_bundle(bundle: str | Path, workdir: str | Path | None = None, train: 
         workdir: folder for everything the checks write; its sub-folders ``export``, ``data``, ``bundle``,
             ``out``, ``logs``, ``properties_*`` are replaced. Default: a temporary folder, removed afterwards.
         train: run check 6 (one epoch of training, evaluation and inference as subprocesses).
+        small_export: check 5 exports the networks built with the description's ``smoke_overrides`` (the
+            same code, smaller widths; the conformance suite uses it to stay fast). Default: the shipped sizes.
 
     Returns:
         The report; ``report.ok`` is true when every check passed, ``report.summary()`` has one line per check.
@@ -125,16 +129,16 @@ def verify_bundle(bundle: str | Path, workdir: str | Path | None = None, train: 
         raise BundleError(f"{bundle}: not a bundle folder (no such directory)")
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="strokeseg-verify-") as tmp:
-            return _verify(bundle_path, Path(tmp), train)
+            return _verify(bundle_path, Path(tmp), train, small_export)
     work = Path(workdir).expanduser().resolve()
     if work == bundle_path or bundle_path in work.parents:
         raise BundleError(f"workdir {work} lies inside the bundle {bundle_path}; choose a folder outside it")
     work.mkdir(parents=True, exist_ok=True)
-    return _verify(bundle_path, work, train)
+    return _verify(bundle_path, work, train, small_export)
 
 
-def _verify(bundle: Path, work: Path, train: bool) -> VerifyReport:
-    ctx = _Context(bundle=bundle, work=work, train=train)
+def _verify(bundle: Path, work: Path, train: bool, small_export: bool = False) -> VerifyReport:
+    ctx = _Context(bundle=bundle, work=work, train=train, small_export=small_export)
     _prepare_dataset(ctx)
     report = VerifyReport(bundle=bundle)
     for name, check in CHECKS:

@@ -156,6 +156,7 @@ class _Context:
     bundle: Path
     work: Path
     train: bool
+    small_export: bool = False
     data_dir: Path | None = None
     data_error: str | None = None
     data_seconds: float = 0.0

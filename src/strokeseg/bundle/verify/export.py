@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from strokeseg.bundle.description import ExportedNetwork
-from strokeseg.bundle.runner import BundleRun, child_env, run_monai_bundle
+from strokeseg.bundle.runner import BundleRun, child_env, override_args, run_monai_bundle
 from strokeseg.bundle.verify.common import (
     EXPORT_TIMEOUT_S,
     EXPORT_TOLERANCE,
@@ -52,6 +52,13 @@ def _max_abs_difference(eager: Any, scripted: Any) -> float:
     return worst
 
 
+def _overrides(ctx: _Context) -> dict[str, Any]:
+    """Top-level ids check 5 builds the networks with: the description's ``smoke_overrides`` or nothing."""
+    if not ctx.small_export or ctx.description is None:
+        return {}
+    return dict(ctx.description.smoke_overrides)
+
+
 def _export_args(ctx: _Context, net_id: str, ts_file: Path, ckpt_file: Path, use_trace: bool) -> list[str]:
     args = [
         net_id,
@@ -69,7 +76,7 @@ def _export_args(ctx: _Context, net_id: str, ts_file: Path, ckpt_file: Path, use
     if use_trace:
         # tracing needs an input; MONAI builds it from the metadata for network_def only
         args += ["--use_trace", "True"]
-    return args
+    return args + override_args(_overrides(ctx))
 
 
 def _run_torchscript(ts_file: Path, input_file: Path, output_file: Path, cwd: Path) -> BundleRun:
@@ -114,6 +121,8 @@ def export_network(ctx: _Context, network: ExportedNetwork, work: Path) -> str:
     parser.read_config(str(ctx.inference))
     parser.read_meta(str(ctx.meta))
     parser["bundle_root"] = str(ctx.bundle)
+    for key, value in _overrides(ctx).items():
+        parser[key] = value
     if network.id not in parser:
         raise BundleError(f"configs/inference.json has no id {network.id!r}, which the description exports")
     module = parser.get_parsed_content(network.id)
@@ -166,7 +175,8 @@ def export_network(ctx: _Context, network: ExportedNetwork, work: Path) -> str:
             f"{network.id}: TorchScript output differs from the eager network: max abs diff {difference:.3g} > "
             f"{EXPORT_TOLERANCE:g} on an input of shape {shape} ({mode})"
         )
-    return f"{network.id}: max abs diff {difference:.3g} on input {shape}, {mode}"
+    size = " (smoke_overrides sizes)" if _overrides(ctx) else ""
+    return f"{network.id}: max abs diff {difference:.3g} on input {shape}, {mode}{size}"
 
 
 def _check_export(ctx: _Context) -> str:
