@@ -100,7 +100,7 @@ def test_tiny_bundle_passes_every_check_without_training(tmp_path, _fake_synthes
     export = report.result(5).message
     assert "max abs diff" in export and "strokeseg not importable" in export
     assert float(export.split("max abs diff ")[1].split(" ")[0]) <= verify.EXPORT_TOLERANCE
-    assert (tmp_path / "work" / "export" / "model.ts").is_file()
+    assert (tmp_path / "work" / "export" / "network_def.ts").is_file()
     assert "meta_schema_20240725.json" in report.result(2).message
     assert "synthetic dataset" in report.result(3).message and _fake_synthesizer == ["isles2022"]
     lines = report.summary().splitlines()
