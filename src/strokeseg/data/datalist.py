@@ -154,7 +154,7 @@ def _read_header(path: Path, case: str, root: Path) -> _Header:
     if not isinstance(img, nib.Nifti1Image):
         raise DataError(f"{case}: {shown} is a {type(img).__name__}, not a NIfTI image")
     if str(path).lower().endswith(".gz"):
-        actual = _gzip_payload_size(path, expected, case, shown)
+        actual = gzip_payload_size(path, expected, f"{case}: {shown}")
     else:
         actual = path.stat().st_size
     if actual < expected:
@@ -167,8 +167,13 @@ def _read_header(path: Path, case: str, root: Path) -> _Header:
     return _Header(path=path, shape=shape, affine=affine)
 
 
-def _gzip_payload_size(path: Path, expected: int, case: str, shown: str) -> int:
-    """Uncompressed size of a gzip file: the trailer when it agrees with ``expected``, else a streamed count."""
+def gzip_payload_size(path: Path, expected: int, where: str) -> int:
+    """Uncompressed size of a gzip file: the trailer when it agrees with ``expected``, else a streamed count
+    (memory stays at one chunk). Shared by the datalist's and the loaders' header checks.
+
+    Raises:
+        DataError: ``<where> is truncated or corrupt: ...`` when the compressed stream ends early or is damaged.
+    """
     with open(path, "rb") as handle:
         handle.seek(0, os.SEEK_END)
         if handle.tell() >= 18:  # smallest gzip member: 10-byte header + 8-byte trailer
@@ -181,7 +186,7 @@ def _gzip_payload_size(path: Path, expected: int, case: str, shown: str) -> int:
             while chunk := stream.read(_GZIP_CHUNK):
                 total += len(chunk)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{case}: {shown} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"{where} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
     return total
 
 

@@ -56,7 +56,6 @@ GRID_TOLERANCE = 1e-3
 """Affine entries (mm) closer than this are the same grid (as :mod:`strokeseg.data.datalist`)."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -105,24 +104,10 @@ def _raw_header(start: bytes, version: int) -> np.void:
 
 
 def _payload_size(path: Path, gz: bool, expected: int) -> int:
-    """Bytes the file holds once decompressed: the gzip trailer when it agrees with ``expected``, else a
-    streamed count (memory stays at one chunk)."""
-    if not gz:
-        return path.stat().st_size
-    with open(path, "rb") as handle:
-        handle.seek(-4, os.SEEK_END)
-        if int.from_bytes(handle.read(4), "little") == expected % (1 << 32):
-            return expected
-    total = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"{path}: is truncated or corrupt: the compressed data ends early or is damaged ({type(exc).__name__})"
-        ) from exc
-    return total
+    """Bytes the file holds once decompressed (the datalist's gzip check, so both read a file the same way)."""
+    from strokeseg.data.datalist import gzip_payload_size
+
+    return gzip_payload_size(path, expected, f"{path}:") if gz else path.stat().st_size
 
 
 def _shape_text(shape: Sequence[int]) -> str:
