@@ -48,20 +48,12 @@ def bayes_fusion(p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float) -> Nda
     Raises:
         ValueError: a value lies outside ``[0, 1]`` or is NaN.
     """
-    if isinstance(p_pix, torch.Tensor):
-        q = torch.as_tensor(p_inst, device=p_pix.device)
-        p = p_pix if p_pix.is_floating_point() else p_pix.float()
-        _check_probability(p, "p_pix")
-        _check_probability(q, "p_inst")
+    p, q = _checked_pair(p_pix, p_inst)
+    if isinstance(p, torch.Tensor):
         positive = p * q
         total = positive + (1 - p) * (1 - q)
         safe_total = torch.where(total > 0, total, torch.ones_like(total))
         return torch.where(total > 0, positive / safe_total, torch.full_like(total, CONTRADICTION_VALUE))
-    p = np.asarray(p_pix)
-    p = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float32)
-    q = np.asarray(p_inst.detach().cpu().numpy() if isinstance(p_inst, torch.Tensor) else p_inst)
-    _check_probability(p, "p_pix")
-    _check_probability(q, "p_inst")
     positive = p * q
     total = positive + (1 - p) * (1 - q)
     safe_total = np.where(total > 0, total, 1)
@@ -84,17 +76,9 @@ def hard_reject(
     Raises:
         ValueError: a value lies outside ``[0, 1]`` or is NaN.
     """
-    if isinstance(p_pix, torch.Tensor):
-        q = torch.as_tensor(p_inst, device=p_pix.device)
-        p = p_pix if p_pix.is_floating_point() else p_pix.float()
-        _check_probability(p, "p_pix")
-        _check_probability(q, "p_inst")
+    p, q = _checked_pair(p_pix, p_inst)
+    if isinstance(p, torch.Tensor):
         return torch.where(q < threshold, torch.zeros_like(p), p)
-    p = np.asarray(p_pix)
-    p = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float32)
-    q = np.asarray(p_inst.detach().cpu().numpy() if isinstance(p_inst, torch.Tensor) else p_inst)
-    _check_probability(p, "p_pix")
-    _check_probability(q, "p_inst")
     return np.where(q < threshold, np.zeros_like(p), p).astype(p.dtype)
 
 
@@ -116,6 +100,20 @@ def fuse_instance_probability(
     if rule == "hard_reject":
         return hard_reject(p_pix, p_inst)
     raise ValueError(f"fusion rule must be one of {FUSION_RULES}, got {rule!r}.")
+
+
+def _checked_pair(p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float) -> tuple:
+    """``(p, q)``: float pixel probabilities in ``p_pix``'s type and instance probabilities of the same kind,
+    both checked to lie in ``[0, 1]`` (one place for both fusion rules)."""
+    if isinstance(p_pix, torch.Tensor):
+        p, q = (p_pix if p_pix.is_floating_point() else p_pix.float()), torch.as_tensor(p_inst, device=p_pix.device)
+    else:
+        p = np.asarray(p_pix)
+        p = p if np.issubdtype(p.dtype, np.floating) else p.astype(np.float32)
+        q = np.asarray(p_inst.detach().cpu().numpy() if isinstance(p_inst, torch.Tensor) else p_inst)
+    _check_probability(p, "p_pix")
+    _check_probability(q, "p_inst")
+    return p, q
 
 
 def _check_probability(x: NdarrayOrTensor, name: str) -> None:
