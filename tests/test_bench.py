@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from strokeseg.bench.bundle import (
 from strokeseg.bench.hooks import edd_muscle as edd_hook
 from strokeseg.bench.machine import bf16_support, cpu_flags, cpu_model
 from strokeseg.bench.memory import child_peak_rss
-from strokeseg.bench.report import TARGETS, collect_ratios, judge, render_markdown
+from strokeseg.bench.report import TARGETS, collect_ratios, judge, p3_row, render_markdown
 from strokeseg.bench.timing import median, time_repeats
 from strokeseg.errors import BundleError
 from strokeseg.networks.eddnet import EDDNet
@@ -124,6 +125,15 @@ def _machine_results() -> dict:
             "load_average": [1.0, 1.0, 1.0],
         }
     }
+
+
+def test_p3_needs_both_the_ratio_and_the_dice_agreement():
+    assert p3_row({"value": 60.0, "dice": 0.96}, "u")["met"] is True
+    assert p3_row({"value": 60.0, "dice": 0.94}, "u")["met"] is False  # fast enough, but not the same answer
+    assert p3_row({"value": 40.0, "dice": 0.99}, "u")["met"] is False
+    assert p3_row({"value": 60.0, "dice": None}, "u")["met"] is None
+    row = collect_ratios({"bundles": {"u": {"variants": {}, "p3": {"value": 80.0, "dice": 0.97, "variant": "fp32"}}}})
+    assert [(r["id"], r["met"], r["target"]) for r in row] == [("P3", True, ">= 50, Dice >= 0.95")]
 
 
 def test_judge_and_ratio_collection():
@@ -368,6 +378,35 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert record["training"]["p4"] > 0 and record["training"]["batch_image_shape"][0] >= 1
     rows = collect_ratios({"bundles": {"tiny": record}})
     assert {r["id"] for r in rows} == {"P1", "P2", "P4"} and all(r["default"] for r in rows)
+
+
+def test_quick_config_measures_the_quick_networks(tmp_path: Path):
+    """``quick_config`` applies the bundle's ``configs/quick.json`` (the CPU-sized model) to what is measured."""
+    import monai
+
+    bundle = tmp_path / "tiny_bundle"
+    shutil.copytree(Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle", bundle)
+    peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
+    machine = {"bf16_supported": False, "bf16_reason": "mocked"}
+    with pytest.raises(BundleError, match="quick.json does not exist"):
+        bench_bundle(bundle, tmp_path / "w0", peak, machine, quick=True, quick_config=True)
+    (bundle / "configs" / "quick.json").write_text(json.dumps({"network_def#channels": [2, 4]}))
+    record = bench_bundle(
+        bundle,
+        tmp_path / "w1",
+        peak,
+        machine,
+        quick=True,
+        quick_config=True,
+        measure_memory=False,
+        measure_training=False,
+    )
+    small = monai.networks.nets.UNet(3, 2, 2, channels=(2, 4), strides=(2,), num_res_units=0, norm="batch")
+    assert record["network"]["parameters"] == sum(p.numel() for p in small.parameters())
+    assert record["config"] == "inference.json + quick.json"
+    assert "Configuration: inference.json + quick.json." in render_markdown(
+        {**_machine_results(), "bundles": {"tiny": record}, "ratios": collect_ratios({"bundles": {"tiny": record}})}
+    )
 
 
 @pytest.mark.slow

@@ -156,17 +156,20 @@ def verify(bundle: str, workdir: str | None = None, train: bool = True, small_ex
     return report.summary()
 
 
-def bench(bundles: str | list[str] | None = None, out: str = "bench.json") -> str:
+def bench(bundles: str | list[str] | None = None, out: str = "bench.json", quick_config: bool = False) -> str:
     """Measure the performance ratios of performance.md and write ``bench.json`` + ``bench.md``.
 
     Args:
         bundles: comma-separated bundle names (default: all) or ``synth`` / ``evaluate`` for the
             shared components.
         out: JSON file to write.
+        quick_config: measure every bundle as its ``configs/quick.json`` configures it (the CPU-sized networks
+            of the quick configuration) instead of its default (paper-sized) configuration.
     """
     from strokeseg.bench import run_bench
 
-    return str(run_bench(bundles=bundles, out=out))
+    options = {"quick_config": True} if as_bool(quick_config, "quick_config") else None
+    return str(run_bench(bundles=bundles, out=out, bundle_options=options))
 
 
 def infer(bundle: str, input: str, out: str = "predictions", quick: bool = False, **overrides) -> str:  # noqa: A002

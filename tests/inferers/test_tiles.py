@@ -67,6 +67,41 @@ def test_default_deepmedic_tiles_agree_and_meta_is_kept():
     torch.testing.assert_close(small.as_tensor(), large.as_tensor(), rtol=1e-5, atol=1e-5)
 
 
+def test_channels_last_tiles_give_the_contiguous_result():
+    net = DeepMedic(**TINY).eval()
+    volume = torch.rand(1, 3, 23, 20, 17)
+    with torch.no_grad():
+        plain = ValidTileInferer(6 + 2 * net.margin)(volume, net)
+        fast = ValidTileInferer(6 + 2 * net.margin, channels_last=True)(volume, net)
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert fast.is_contiguous()  # the result is handed on in the plain layout
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+    assert torch.equal(fast.argmax(1), plain.argmax(1))
+
+
+def test_voxel_budget_picks_the_cheapest_split_that_fits():
+    inferer = ValidTileInferer(110, margin=25, output_multiple=3, max_tile_voxels=2_400_000)
+    # 161 x 161 x 86: four tiles of 131 x 131 x 137 (2.35 M voxels each) beat 18 tiles of 110³ and fit the budget
+    assert inferer.geometry(None, [161, 161, 86]) == ([25, 25, 25], [81, 81, 87])
+    roomy = ValidTileInferer(110, margin=25, output_multiple=3, max_tile_voxels=10_000_000)
+    assert roomy.geometry(None, [161, 161, 86])[1] == [162, 162, 87]  # the whole volume in one tile
+    tight = ValidTileInferer(110, margin=25, output_multiple=3, max_tile_voxels=1000)
+    assert tight.geometry(None, [161, 161, 86])[1] == [60, 60, 60]  # nothing fits: tile_size applies
+    with pytest.raises(ValueError, match="max_tile_voxels"):
+        ValidTileInferer(110, max_tile_voxels=0)
+
+
+def test_voxel_budget_tiles_give_the_same_segmentation():
+    net = DeepMedic(**TINY).double().eval()
+    volume = torch.rand(1, 3, 23, 20, 17, dtype=torch.float64)
+    with torch.no_grad():
+        reference = ValidTileInferer(6 + 2 * net.margin)(volume, net)
+        for budget in (40_000, 60_000, 10**6):
+            got = ValidTileInferer(6 + 2 * net.margin, max_tile_voxels=budget)(volume, net)
+            torch.testing.assert_close(got, reference, rtol=1e-6, atol=1e-6)
+
+
 def test_bad_tiles_and_inputs_are_refused():
     net = DeepMedic(**TINY).eval()
     with pytest.raises(ValueError, match="multiple of 3"):

@@ -27,6 +27,7 @@ EDD bundle's MUSCLE candidates and paper anchor; see :func:`run_hook`.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import shutil
 import time
@@ -542,9 +543,12 @@ def training_step(
         pipeline.append(time.perf_counter() - start)
         in_memory.append(time_call(lambda: iteration(prebuilt))[0])
     ratio = median(pipeline, 9) / median(in_memory, 9)
+    shape = _first_tensor_shape(prebuilt)
     return {
         "stage": "train",
-        "batch_image_shape": _first_tensor_shape(prebuilt),
+        "batch_image_shape": shape,
+        # items (slices, patches, segments) of one batch per second, from the pipeline as a real run sees it
+        "items_per_s": round(shape[0] / median(pipeline, 9), 2) if shape and median(pipeline, 9) > 0 else None,
         "train_batch_size": parser.config.get("train_batch_size"),
         "samples_per_case": parser.config.get("samples_per_case"),
         "cache_build_s": round(cache_s, 3),
@@ -640,6 +644,7 @@ def bench_bundle(
     measure_memory: bool = True,
     overrides: Mapping[str, Any] | None = None,
     variants: Sequence[str] | None = None,
+    quick_config: bool = False,
 ) -> dict[str, Any]:
     """Measure one bundle on one synthetic case of its layout (see the module docstring).
 
@@ -657,6 +662,8 @@ def bench_bundle(
         measure_memory: include P5 (a child ``python -m monai.bundle run``).
         overrides: extra config ids for inference and training (on top of the quick smoke overrides).
         variants: measure these variants (default: :func:`choose_variants`).
+        quick_config: measure the bundle as its ``configs/quick.json`` configures it (the CPU-sized networks that
+            the quick configuration trains), under ``smoke_overrides`` (quick) and ``overrides``.
 
     Returns:
         The bundle's record of ``bench.json`` (raw numbers, per-variant P1 / P2, P4, P5).
@@ -671,7 +678,13 @@ def bench_bundle(
     work = Path(work_dir)
     repeats = repeats if repeats is not None else (1 if quick else 2)
     train_repeats = 1 if quick else max(3, repeats)
-    extra = {**(description.smoke_overrides if quick else {}), **dict(overrides or {})}
+    quick_json: dict[str, Any] = {}
+    if quick_config:
+        quick_path = _configs(Path(bundle_dir)) / "quick.json"
+        if not quick_path.is_file():
+            raise BundleError(f"{description.name}: quick_config asked for, but {quick_path} does not exist.")
+        quick_json = json.loads(quick_path.read_text())
+    extra = {**(description.smoke_overrides if quick else {}), **quick_json, **dict(overrides or {})}
     # Two training cases fill a training batch of two (and leave one for training under any fold split); one
     # test case is inferred.
     data_root = synthesize_dataset(description.layout, work / "data", cases=2, test_cases=1, seed=seed)
@@ -740,6 +753,7 @@ def bench_bundle(
     input_shapes = sorted({str(list(s)) for c in calls for s in c.signature()[:1]})
     record: dict[str, Any] = {
         "bundle": description.name,
+        "config": "inference.json + quick.json" if quick_config else "inference.json",
         "weights": weights,
         "default_variant": default,
         "knobs": knobs,

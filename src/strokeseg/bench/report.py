@@ -6,7 +6,7 @@ from typing import Any
 
 from strokeseg.bench.timing import median
 
-__all__ = ["Target", "TARGETS", "judge", "error_row", "anchor_target", "collect_ratios", "render_markdown"]
+__all__ = ["Target", "TARGETS", "judge", "error_row", "anchor_target", "p3_row", "collect_ratios", "render_markdown"]
 
 
 class Target:
@@ -41,6 +41,7 @@ TARGETS = {
     "P1_fp32": Target("P1", "effective inference GFLOP/s ÷ fp32 conv peak (fp32)", ">=", 0.6),
     "P1_bf16": Target("P1", "effective inference GFLOP/s ÷ fp32 conv peak (bf16 option)", ">=", 1.2),
     "P2": Target("P2", "end-to-end inference ÷ bare network forward", "<=", 1.25),
+    "P3": Target("P3", "uResNet paper-faithful patch inference ÷ fast sliding-window inference", ">=", 50.0),
     "P4": Target("P4", "training iteration from the data pipeline ÷ on a pre-built batch", "<=", 1.15),
     "P5": Target("P5", "peak inference memory, GiB (target set for 3-D inference of 230×230×154)", "<=", 4.0),
 }
@@ -99,6 +100,18 @@ def anchor_target(anchor: dict[str, Any]) -> Target:
     return Target("anchor", anchor["description"], anchor.get("op", "<="), anchor["threshold"], informative=True)
 
 
+def p3_row(p3: dict[str, Any], section: str) -> dict[str, Any]:
+    """The P3 row of a bench hook's ``p3`` record: met only when the ratio reaches 50 **and** Dice(fast,
+    faithful) reaches ``dice_min`` (0.95, performance.md); undecided when either is missing."""
+    row = judge("P3", p3.get("value"), section, p3.get("variant"), True, informative=bool(p3.get("informative")))
+    dice, dice_min = p3.get("dice"), float(p3.get("dice_min", 0.95))
+    row["dice"] = dice
+    row["target"] += f", Dice >= {dice_min:g}"
+    if row["met"] is not False:
+        row["met"] = None if (dice is None or row["met"] is None) else bool(dice >= dice_min)
+    return row
+
+
 def collect_ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every ratio row of a ``bench.json`` record's bundle sections (``results["bundles"]``); a failed bundle
     gives one ``error`` row."""
@@ -119,6 +132,8 @@ def collect_ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(judge("P2", numbers.get("p2"), name, variant, default))
             if anchor and anchor.get("value_key") in numbers:
                 rows.append(judge(anchor_target(anchor), numbers[anchor["value_key"]], name, variant, default))
+        if isinstance(record.get("p3"), dict):
+            rows.append(p3_row(record["p3"], name))
         if "training" in record:
             rows.append(judge("P4", record["training"].get("p4"), name))
         if "memory" in record:
@@ -251,7 +266,8 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
         ]
     unit = record["case"].get("item_unit", "slice")
     anchor = record.get("anchor")
-    lines += [f"Weights: {record['weights']}.", "", _case_line(record), ""]
+    config = f"Configuration: {record['config']}. " if record.get("config") else ""
+    lines += [f"{config}Weights: {record['weights']}.", "", _case_line(record), ""]
     header = [
         "variant",
         "default",
@@ -293,10 +309,11 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
         t = record["training"]
         lines += [f"### Training step (P4, stage `{t.get('stage', 'train')}`)", ""]
         lines += _table(
-            ["batch", "pipeline iteration s", "in-memory iteration s", "data fetch s", "P4"],
+            ["batch", "items/s (pipeline)", "pipeline iteration s", "in-memory iteration s", "data fetch s", "P4"],
             [
                 [
                     str(t["batch_image_shape"]),
+                    t.get("items_per_s"),
                     t["pipeline_median_s"],
                     t["in_memory_median_s"],
                     median(t["data_fetch_s"], 3),

@@ -28,6 +28,9 @@ __all__ = ["ValidTileInferer", "padding_index", "fold_positions"]
 PADDING_MODES = ("reflect", "replicate", "constant")
 
 
+MAX_SPLIT = 16  # tiles per dimension that the voxel-budget split considers
+
+
 def padding_index(size: int, before: int, after: int, mode: str, device: torch.device | None = None) -> torch.Tensor:
     """Source index of every voxel of an axis of ``size`` voxels padded by ``before`` / ``after`` voxels.
 
@@ -80,6 +83,13 @@ class ValidTileInferer(Inferer):
         tile_batch_size: tiles per network call.
         padding_mode: ``"reflect"`` (DeepMedic), ``"replicate"`` or ``"constant"`` (zeros).
         autocast_bf16: run the network under ``torch.autocast`` in bfloat16; outputs are float32.
+        max_tile_voxels: choose the tiles per volume instead of ``tile_size``: the split (tiles per dimension) with
+            the fewest input voxels in all, each tile holding at most this many input voxels (memory grows with
+            it; outputs split evenly, each a multiple of ``output_multiple``). ``tile_size`` is then only used
+            when no split fits the budget (a tile of ``tile_size`` is always allowed).
+        channels_last: feed the network channels-last tiles (``channels_last_3d`` in 3-D) and convert a
+            ``torch.nn.Module`` network's parameters to that memory format (oneDNN's faster convolutions on
+            CPUs; the values are the same up to float rounding).
 
     Raises:
         DataError: an input that is not ``(B, C, *S)`` with the tile's number of spatial dimensions.
@@ -98,6 +108,8 @@ class ValidTileInferer(Inferer):
         tile_batch_size: int = 1,
         padding_mode: str = "reflect",
         autocast_bf16: bool = False,
+        channels_last: bool = False,
+        max_tile_voxels: int | None = None,
     ) -> None:
         super().__init__()
         if padding_mode not in PADDING_MODES:
@@ -110,6 +122,10 @@ class ValidTileInferer(Inferer):
         self.tile_batch_size = int(tile_batch_size)
         self.padding_mode = padding_mode
         self.autocast_bf16 = bool(autocast_bf16)
+        self.channels_last = bool(channels_last)
+        if max_tile_voxels is not None and int(max_tile_voxels) < 1:
+            raise ValueError(f"max_tile_voxels must be >= 1 or None, got {max_tile_voxels}")
+        self.max_tile_voxels = None if max_tile_voxels is None else int(max_tile_voxels)
 
     def geometry(self, network: Any, spatial: Sequence[int]) -> tuple[list[int], list[int]]:
         """Margin and tile output size per dimension for a volume of spatial shape ``spatial``."""
@@ -131,7 +147,37 @@ class ValidTileInferer(Inferer):
                 )
             covering = math.ceil(spatial[d] / multiples[d]) * multiples[d]
             outputs.append(min(out, covering))
+        if self.max_tile_voxels is not None:
+            outputs = self._budget_outputs(spatial, margins, multiples, outputs)
         return margins, outputs
+
+    def _budget_outputs(
+        self, spatial: Sequence[int], margins: list[int], multiples: list[int], fallback: list[int]
+    ) -> list[int]:
+        """Per-dimension output sizes of the split with the fewest input voxels whose tiles fit the budget."""
+
+        def even(size: int, count: int, multiple: int) -> int:
+            return math.ceil(math.ceil(size / count) / multiple) * multiple
+
+        options = []
+        for d, size in enumerate(spatial):
+            cells = math.ceil(size / multiples[d])
+            sizes = sorted({even(size, n, multiples[d]) for n in range(1, min(cells, MAX_SPLIT) + 1)}, reverse=True)
+            options.append([(o, math.ceil(size / o)) for o in sizes])  # (output size, tiles) per dimension
+        best: tuple[int, list[int]] | None = None
+        fallback_work = math.prod(
+            math.ceil(s / o) * (o + 2 * m) for s, o, m in zip(spatial, fallback, margins, strict=True)
+        )
+        for combo in itertools.product(*options):
+            tile_voxels = math.prod(o + 2 * m for (o, _), m in zip(combo, margins, strict=True))
+            if tile_voxels > self.max_tile_voxels:
+                continue
+            work = math.prod(n * (o + 2 * m) for (o, n), m in zip(combo, margins, strict=True))
+            if best is None or work < best[0]:
+                best = (work, [o for o, _ in combo])
+        if best is None or best[0] >= fallback_work:
+            return fallback
+        return best[1]
 
     def _pad(self, x: torch.Tensor, margins: list[int], ends: list[int]) -> torch.Tensor:
         if self.padding_mode == "constant":
@@ -158,6 +204,11 @@ class ValidTileInferer(Inferer):
         starts = list(itertools.product(*[range(0, n * o, o) for n, o in zip(counts, outputs, strict=True)]))
         tile = [o + 2 * m for o, m in zip(outputs, margins, strict=True)]
         batch = image.shape[0]
+        memory_format = torch.contiguous_format
+        if self.channels_last and len(spatial) in (2, 3):
+            memory_format = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+            if isinstance(network, torch.nn.Module):
+                network.to(memory_format=memory_format)
         result: torch.Tensor | None = None
         pending = [(b, start) for start in starts for b in range(batch)]
         for first in range(0, len(pending), self.tile_batch_size):
@@ -169,7 +220,7 @@ class ValidTileInferer(Inferer):
                     piece = piece.narrow(2 + d, start[d], tile[d])
                 pieces.append(piece)
             with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-                out = network(torch.cat(pieces), *args, **kwargs)
+                out = network(torch.cat(pieces).contiguous(memory_format=memory_format), *args, **kwargs)
             if not isinstance(out, torch.Tensor) or list(out.shape[2:]) != outputs:
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ValueError(
