@@ -104,6 +104,16 @@ def test_padding_uses_background_and_dictionary_version_is_reproducible():
     )
 
 
+def test_patches_inside_and_at_the_border_collate_into_one_batch():
+    from monai.data import list_data_collate
+
+    image, label = _case([(1, 22, 15), (20, 22, 15)])  # one lesion voxel at the border: its patches are padded
+    data = {"image": image, "label": label, "case": "case_5"}
+    patches = RandBalancedPatches3Dd(keys=("image", "label"), num_samples=16).set_random_state(0)(data)
+    assert all(type(d["image"]) is torch.Tensor and type(d["label"]) is torch.Tensor for d in patches)
+    assert list_data_collate(patches)["image"].shape == (16, 2, 24, 24, 16)
+
+
 def test_bad_input_names_the_file():
     image, label = _case(L_LESION)
     with pytest.raises(DataError, match="case_5.nii"):

@@ -179,6 +179,11 @@ def test_lesion_clone_redraws_only_lesion_voxels_with_their_statistics():
         assert float(new.mean()) == pytest.approx(float(roi.mean()), abs=0.1 * float(roi.std()))
         assert float(new.std()) == pytest.approx(float(roi.std()), rel=0.1)
     torch.testing.assert_close(cloner(cases[1])["image"], clone["image"])  # the same clone every epoch
+    assert set(original) == set(clone) == {"image", "label", "case"}  # the seed is consumed
+    from monai.data import list_data_collate
+
+    batch = list_data_collate([original, clone])  # an original and a clone in one batch (E1 training)
+    assert batch["image"].shape[0] == 2
 
 
 def test_error_map_is_the_zscored_squared_error_of_the_prediction():

@@ -20,7 +20,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.transforms.traits import MultiSampleTrait
-from monai.utils import TransformBackends, ensure_tuple_rep
+from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
 
 from strokeseg.errors import DataError
 from strokeseg.transforms.validation import source_name
@@ -152,7 +152,9 @@ class RandBalancedPatches3D(Randomizable, Transform, MultiSampleTrait):
     def __call__(self, img: torch.Tensor, label: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Returns ``num_samples`` ``(image, label)`` patch pairs; ``last_kinds`` / ``last_centres`` describe them."""
         name = source_name(img)
-        image, seg = torch.as_tensor(img), torch.as_tensor(label)
+        # plain tensors: a patch cut inside the volume would otherwise stay a MetaTensor and one padded at the border
+        # would not, and a batch mixing both does not collate
+        image, seg = convert_to_tensor(img, track_meta=False), convert_to_tensor(label, track_meta=False)
         if image.ndim != 4 or seg.ndim != 4 or image.shape[1:] != seg.shape[1:]:
             raise DataError(
                 f"{name}: image {tuple(image.shape)} and label {tuple(seg.shape)} must be (C, X, Y, Z) alike"

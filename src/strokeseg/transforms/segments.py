@@ -510,7 +510,8 @@ class LesionIntensityClone(Transform):
 
 class LesionIntensityCloned(MapTransform):
     """Dictionary version of :class:`LesionIntensityClone`, applied only to entries that carry ``seed_key``
-    (the clones :func:`with_lesion_clones` adds); originals pass through unchanged."""
+    (the clones :func:`with_lesion_clones` adds); originals pass through unchanged. ``seed_key`` is removed from
+    the output, so originals and clones have the same keys and collate into one batch."""
 
     backend = LesionIntensityClone.backend
 
@@ -528,10 +529,13 @@ class LesionIntensityCloned(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if d.get(self.seed_key) is None:
+        # the seed is consumed here, so that originals and clones leave with the same keys (a batch that mixes
+        # them must collate)
+        seed = d.pop(self.seed_key, None)
+        if seed is None:
             return d
         for key in self.key_iterator(d):
-            d[key] = self.clone(d[key], d[self.label_key], int(d[self.seed_key]))
+            d[key] = self.clone(d[key], d[self.label_key], int(seed))
         return d
 
 

@@ -68,12 +68,18 @@ def bench_hook(context: dict[str, Any]) -> dict[str, Any]:
             VOLUME_KEY if not quick else "volume_quick_s": round(seconds, 2),
             "volume_speedup_vs_original": None if quick else round(ORIGINAL_FORWARD_S / seconds, 2),
         }
+        _, tile_outputs = inferer.geometry(network, list(shape))
         notes.append(
             f"{name}: dense inference of a {channels}-channel {'×'.join(map(str, shape))} volume in {seconds:.1f} s "
-            f"(tiles of {base.tile_size}, output {out_shape[1:]})."
+            f"(tile outputs {tile_outputs}, max_tile_voxels {inferer.max_tile_voxels}; output {out_shape[1:]})."
         )
     return {
-        "reference_volume": {"shape": list(shape), "channels": channels, "tile_size": base.tile_size},
+        "reference_volume": {
+            "shape": list(shape),
+            "channels": channels,
+            "tile_size": base.tile_size,
+            "max_tile_voxels": base.max_tile_voxels,
+        },
         "variants": variants,
         "notes": notes,
         "anchor": {
