@@ -424,3 +424,11 @@ def test_run_bench_edd_muscle_quick(tmp_path: Path):
     assert numbers["end_to_end_seconds_per_20_slice_scan"] > 0 and record["muscle_candidates"] >= 0
     assert record["training"]["p4"] > 0 and record["memory"]["peak_rss_gib"] > 0
     assert {r["id"] for r in data["ratios"]} >= {"P1", "P2", "P4", "P5", "anchor"}
+
+
+def test_bench_cli_takes_checkpoints_for_one_bundle_only(tmp_path: Path):
+    from strokeseg.cli import bench
+
+    with pytest.raises(BundleError, match="exactly one bundle"):
+        bench(bundles="stroke_ctp_msdcnn,stroke_ctp_dwi_gan", out=str(tmp_path / "b.json"), ckpt_dir=str(tmp_path))
+    assert not (tmp_path / "b.json").exists()

@@ -156,7 +156,12 @@ def verify(bundle: str, workdir: str | None = None, train: bool = True, small_ex
     return report.summary()
 
 
-def bench(bundles: str | list[str] | None = None, out: str = "bench.json", quick_config: bool = False) -> str:
+def bench(
+    bundles: str | list[str] | None = None,
+    out: str = "bench.json",
+    quick_config: bool = False,
+    ckpt_dir: str | None = None,
+) -> str:
     """Measure the performance ratios of performance.md and write ``bench.json`` + ``bench.md``.
 
     Args:
@@ -165,11 +170,19 @@ def bench(bundles: str | list[str] | None = None, out: str = "bench.json", quick
         out: JSON file to write.
         quick_config: measure every bundle as its ``configs/quick.json`` configures it (the CPU-sized networks
             of the quick configuration) instead of its default (paper-sized) configuration.
+        ckpt_dir: trained checkpoints (a training run's ``ckpt_dir``) instead of fresh weights; one bundle only,
+            and its configuration must match the one the checkpoints were trained with (``quick_config``).
     """
     from strokeseg.bench import run_bench
+    from strokeseg.errors import BundleError
 
-    options = {"quick_config": True} if as_bool(quick_config, "quick_config") else None
-    return str(run_bench(bundles=bundles, out=out, bundle_options=options))
+    options: dict = {"quick_config": True} if as_bool(quick_config, "quick_config") else {}
+    if ckpt_dir is not None:
+        names = bundles.split(",") if isinstance(bundles, str) else list(bundles or [])
+        if len(names) != 1:
+            raise BundleError(f"--ckpt_dir holds one bundle's checkpoints: give exactly one bundle, not {names}.")
+        options["ckpt_dir"] = ckpt_dir
+    return str(run_bench(bundles=bundles, out=out, bundle_options=options or None))
 
 
 def infer(bundle: str, input: str, out: str = "predictions", quick: bool = False, **overrides) -> str:  # noqa: A002
