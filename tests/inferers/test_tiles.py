@@ -97,9 +97,13 @@ def test_voxel_budget_tiles_give_the_same_segmentation():
     volume = torch.rand(1, 3, 23, 20, 17, dtype=torch.float64)
     with torch.no_grad():
         reference = ValidTileInferer(6 + 2 * net.margin)(volume, net)
+        splits = set()
         for budget in (40_000, 60_000, 10**6):
-            got = ValidTileInferer(6 + 2 * net.margin, max_tile_voxels=budget)(volume, net)
+            inferer = ValidTileInferer(6 + 2 * net.margin, max_tile_voxels=budget)
+            splits.add(tuple(inferer.geometry(net, [23, 20, 17])[1]))
+            got = inferer(volume, net)
             torch.testing.assert_close(got, reference, rtol=1e-6, atol=1e-6)
+    assert len(splits) == 3  # three different tilings, one segmentation
 
 
 def test_bad_tiles_and_inputs_are_refused():

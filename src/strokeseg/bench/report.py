@@ -6,7 +6,18 @@ from typing import Any
 
 from strokeseg.bench.timing import median
 
-__all__ = ["Target", "TARGETS", "judge", "error_row", "anchor_target", "p3_row", "collect_ratios", "render_markdown"]
+__all__ = [
+    "Target",
+    "TARGETS",
+    "judge",
+    "error_row",
+    "anchor_target",
+    "P3_DICE_MIN",
+    "p3_verdict",
+    "p3_row",
+    "collect_ratios",
+    "render_markdown",
+]
 
 
 class Target:
@@ -100,15 +111,35 @@ def anchor_target(anchor: dict[str, Any]) -> Target:
     return Target("anchor", anchor["description"], anchor.get("op", "<="), anchor["threshold"], informative=True)
 
 
+P3_DICE_MIN = 0.95  # performance.md P3: ... with Dice(fast, faithful) >= 0.95
+
+
+def p3_verdict(ratio: float | None, dice: float | None, dice_min: float = P3_DICE_MIN) -> dict[str, bool | None]:
+    """Whether P3 is met: ratio >= its target (50) *and* Dice(fast, faithful) >= ``dice_min``.
+
+    Returns:
+        ``ratio_met``, ``dice_met`` (``None`` when not measured) and ``met``: ``False`` as soon as either part
+        fails, ``None`` while a part is unknown, else ``True``.
+    """
+    ratio_met = TARGETS["P3"].met(ratio)
+    dice_met = None if dice is None else bool(dice >= dice_min)
+    if ratio_met is False or dice_met is False:
+        met = False
+    elif ratio_met is None or dice_met is None:
+        met = None
+    else:
+        met = True
+    return {"ratio_met": ratio_met, "dice_met": dice_met, "met": met}
+
+
 def p3_row(p3: dict[str, Any], section: str) -> dict[str, Any]:
-    """The P3 row of a bench hook's ``p3`` record: met only when the ratio reaches 50 **and** Dice(fast,
-    faithful) reaches ``dice_min`` (0.95, performance.md); undecided when either is missing."""
+    """The P3 row of a bench hook's ``p3`` record (``value``, ``dice``, optional ``dice_min``), judged by
+    :func:`p3_verdict`."""
     row = judge("P3", p3.get("value"), section, p3.get("variant"), True, informative=bool(p3.get("informative")))
-    dice, dice_min = p3.get("dice"), float(p3.get("dice_min", 0.95))
+    dice, dice_min = p3.get("dice"), float(p3.get("dice_min", P3_DICE_MIN))
     row["dice"] = dice
     row["target"] += f", Dice >= {dice_min:g}"
-    if row["met"] is not False:
-        row["met"] = None if (dice is None or row["met"] is None) else bool(dice >= dice_min)
+    row["met"] = p3_verdict(p3.get("value"), dice, dice_min)["met"]
     return row
 
 

@@ -46,8 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from strokeseg.bench.report import P3_DICE_MIN, TARGETS, p3_verdict
+from strokeseg.bench.timing import time_call
 from strokeseg.errors import BundleError
 from strokeseg.inferers.patches import FaithfulPatchInferer
+from strokeseg.metrics.voxelwise import confusion_counts, confusion_metrics
 
 __all__ = [
     "bench_hook",
@@ -65,14 +68,12 @@ __all__ = [
     "exact_region",
     "extrapolate_seconds",
     "dice",
-    "p3_verdict",
     "fast_output_in_region",
     "faithful_p3",
     "registration_timing",
 ]
 
-P3_TARGET = 50.0  # performance.md P3: faithful ÷ fast ≥ 50 ...
-P3_DICE_MIN = 0.95  # ... with Dice(fast, faithful) ≥ 0.95
+P3_TARGET = TARGETS["P3"].threshold  # performance.md P3: faithful ÷ fast ≥ 50 with Dice(fast, faithful) ≥ 0.95
 # performance.md, "The original implementations, measured on a machine like yours": Clèrigues SUNETx4, 8 channels,
 # 230 x 230 x 154; patch predictor (step 4, 4, 1; 88 k patches) ≈ 29 min; 96 x 96 x 64 sliding window ≈ 36 s.
 ORIGINAL_PATCH_PREDICTOR_S = 29 * 60.0
@@ -224,32 +225,9 @@ def extrapolate_seconds(measured_s: float, measured_patches: int, total_patches:
 
 
 def dice(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """Dice of two binary masks; ``None`` when both are empty (nothing to compare)."""
-    a, b = a.bool(), b.bool()
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return None
-    return 2.0 * int((a & b).sum()) / total
-
-
-def p3_verdict(
-    ratio: float | None, dice_value: float | None, target: float = P3_TARGET, dice_min: float = P3_DICE_MIN
-) -> dict[str, bool | None]:
-    """Whether P3 is met: ``ratio ≥ target`` *and* ``Dice ≥ dice_min``.
-
-    Returns:
-        ``ratio_met``, ``dice_met`` (``None`` when not measured / both masks empty) and ``met``: ``False`` as soon
-        as either part fails, ``None`` while a part is unknown, else ``True``.
-    """
-    ratio_met = None if ratio is None else bool(ratio >= target)
-    dice_met = None if dice_value is None else bool(dice_value >= dice_min)
-    if ratio_met is False or dice_met is False:
-        met = False
-    elif ratio_met is None or dice_met is None:
-        met = None
-    else:
-        met = True
-    return {"ratio_met": ratio_met, "dice_met": dice_met, "met": met}
+    """Dice of two binary masks (the evaluation toolkit's); ``None`` when both are empty (nothing to compare)."""
+    tp, fp, fn, tn = confusion_counts(a.bool().numpy(), b.bool().numpy())
+    return None if tp + fp + fn == 0 else confusion_metrics(tp, fp, fn, tn)["dice"]
 
 
 def _region_box(region: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -410,9 +388,9 @@ def faithful_p3(context: Mapping[str, Any], counts: Sequence[int]) -> dict[str, 
     block = SelectedPatchInferer(base, lambda c: _isin_rows(c, chosen))  # the inferer's origins are ours
     network.eval()
     with torch.inference_mode():
-        fixed_s = _timed(lambda: empty(inputs, network))[0]
+        fixed_s = time_call(lambda: empty(inputs, network))[0]
         with _NetworkTimer(network) as timer:
-            block_s, faithful = _timed(lambda: block(inputs, network))
+            block_s, faithful = time_call(lambda: block(inputs, network))
     if block.last_num_patches != measured:
         raise BundleError(f"P3: the block run evaluated {block.last_num_patches} patches, expected {measured}")
     faithful_s = extrapolate_seconds(block_s, measured, total, fixed_s)
@@ -504,12 +482,6 @@ def _isin_rows(candidates: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return torch.isin(key(candidates), key(chosen))
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
 def registration_timing(context: Mapping[str, Any]) -> dict[str, Any]:
     """Warm preprocessing of the bench case: load, registration, mirror resampling, the rest (one run each).
 
@@ -529,16 +501,16 @@ def registration_timing(context: Mapping[str, Any]) -> dict[str, Any]:
         return {"symmetric": False, "note": "no symmetric-modality transform in the preprocessing"}
     symd = transforms[index]
     data = dict(dataset.data[0])
-    load_s, data = _timed(lambda: Compose(transforms[:index])(data))
+    load_s, data = time_call(lambda: Compose(transforms[:index])(data))
     key = next(iter(symd.key_iterator(data)))
     options = dict(symd.symmetric.options)
     with tempfile.TemporaryDirectory(prefix="uresnet-registration-") as cache:
         symmetric = SymmetricModalities(reference_channel=symd.symmetric.reference_channel, cache_dir=cache, **options)
-        first_s, mirrored = _timed(lambda: symmetric(data[key]))
-        resample_s, _ = _timed(lambda: symmetric(data[key]))
+        first_s, mirrored = time_call(lambda: symmetric(data[key]))
+        resample_s, _ = time_call(lambda: symmetric(data[key]))
     rigid = symmetric.last_transform
     data[key] = mirrored
-    rest_s, _ = _timed(lambda: Compose(transforms[index + 1 :])(data))
+    rest_s, _ = time_call(lambda: Compose(transforms[index + 1 :])(data))
     warm = load_s + first_s + rest_s
     first_preprocess = record["case"].get("preprocess_s")
     return {
