@@ -12,7 +12,7 @@ from pathlib import Path
 
 import fire
 
-from strokeseg.bundle.knobs import as_bool
+from strokeseg.bundle.knobs import KnobError, as_bool, as_int
 from strokeseg.errors import StrokesegError
 
 __all__ = ["main", "synth", "datalist", "infer", "train", "demo", "evaluate", "verify", "bench", "as_bool"]
@@ -161,6 +161,8 @@ def bench(
     out: str = "bench.json",
     quick_config: bool = False,
     ckpt_dir: str | None = None,
+    repeats: int | None = None,
+    variants: str = "all",
 ) -> str:
     """Measure the performance ratios of performance.md and write ``bench.json`` + ``bench.md``.
 
@@ -172,11 +174,22 @@ def bench(
             of the quick configuration) instead of its default (paper-sized) configuration.
         ckpt_dir: trained checkpoints (a training run's ``ckpt_dir``) instead of fresh weights; one bundle only,
             and its configuration must match the one the checkpoints were trained with (``quick_config``).
+        repeats: timed repeats of each measurement (default: 2 for inference, 3 for a training iteration).
+        variants: ``all`` (every variant the bundle and the machine allow), ``default`` (only what the bundle
+            runs by default on this machine, as ``make bench``), or a comma-separated list (``fp32,bf16``).
     """
     from strokeseg.bench import run_bench
     from strokeseg.errors import BundleError
 
     options: dict = {"quick_config": True} if as_bool(quick_config, "quick_config") else {}
+    if repeats is not None:
+        options["repeats"] = as_int(repeats, "repeats")
+        if options["repeats"] < 1:
+            raise KnobError(f"--repeats expects an integer >= 1, got {repeats!r}")
+    if isinstance(variants, (list, tuple)):
+        variants = ",".join(str(v) for v in variants)
+    if str(variants) != "all":
+        options["variants"] = str(variants)
     if ckpt_dir is not None:
         names = bundles.split(",") if isinstance(bundles, str) else list(bundles or [])
         if len(names) != 1:

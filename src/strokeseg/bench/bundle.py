@@ -56,6 +56,7 @@ __all__ = [
     "useful_fraction",
     "bench_bundle",
     "run_hook",
+    "variant_agreement",
     "UNTRAINED_NOTE",
 ]
 
@@ -356,13 +357,30 @@ def _inference_parser(bundle: Path, overrides: Mapping[str, Any]):
     return parser
 
 
-def _record_inference(parser, description, bundle: Path) -> dict[str, Any]:
-    """Preprocess one case and run one evaluator iteration with the network's calls recorded."""
+def _centre_crop(inputs: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` voxels (at most) of every spatial dimension of a ``(B, C, *S)`` batch."""
+    index: list[slice] = [slice(None), slice(None)]
+    for n in inputs.shape[2:]:
+        start = max(0, (n - size) // 2)
+        index.append(slice(start, start + min(n, size)))
+    return inputs[tuple(index)]
+
+
+def _record_inference(parser, description, bundle: Path, crop: int | None = None, item: Any = None) -> dict[str, Any]:
+    """Preprocess one case and run one evaluator iteration with the network's calls recorded.
+
+    ``crop`` keeps only the central ``crop`` voxels of each spatial dimension of the network's input (for
+    checks that compare variants and need no whole case); ``item`` is an already preprocessed case (the
+    returned ``"item"`` of an earlier call), so that preprocessing runs once.
+    """
     from monai.data import list_data_collate
 
     from strokeseg.bundle.checkpoint import load_network_state
 
-    preprocess_s, item = time_call(lambda: parser.get_parsed_content("dataset")[0])
+    if item is None:
+        preprocess_s, item = time_call(lambda: parser.get_parsed_content("dataset")[0])
+    else:
+        preprocess_s = 0.0
     if isinstance(item, list):  # a dataset yielding several samples per case: the first one
         item = item[0]
     evaluator = parser.get_parsed_content("evaluator")
@@ -375,6 +393,8 @@ def _record_inference(parser, description, bundle: Path) -> dict[str, Any]:
         list_data_collate([item]), evaluator.state.device, evaluator.non_blocking, **evaluator.to_kwargs
     )
     inputs, args, kwargs = (prepared[0], (), {}) if len(prepared) == 2 else (prepared[0], prepared[2], prepared[3])
+    if crop is not None:
+        inputs = _centre_crop(inputs, crop)
 
     def infer():
         with evaluator.mode(network):
@@ -395,9 +415,78 @@ def _record_inference(parser, description, bundle: Path) -> dict[str, Any]:
         "calls": recorder.calls,
         "prediction_shape": list(pred.shape),
         "predicted_voxels": int(pred.shape[0] * math.prod(pred.shape[2:])),
+        "output": pred,
         "preprocess_s": preprocess_s,
         "recorded_inference_s": infer_s,
     }
+
+
+def variant_agreement(
+    bundle_dir: str | Path,
+    work_dir: str | Path,
+    variants: Sequence[str] = ("fp32_channels_last", "bf16", "bf16_channels_last"),
+    ckpt_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    crop: int | None = 64,
+) -> dict[str, dict[str, Any]]:
+    """How far each inference variant's network output is from the plain fp32 path, on one synthetic case.
+
+    The bundle's own ``inference.json`` evaluator preprocesses one test case of its layout and runs its inferer
+    once per variant (the knobs of :func:`variant_overrides`; bf16 runs whether or not the CPU has it natively:
+    emulated bf16 rounds as native bf16 does, only slower). Variants the bundle has no knob for are left out.
+
+    Args:
+        bundle_dir: the bundle folder.
+        work_dir: an empty scratch folder.
+        variants: variants compared with ``fp32``.
+        ckpt_dir: trained checkpoints (default: fresh weights, seed ``seed``).
+        overrides: config ids on top of ``inference.json`` (e.g. the bundle's ``smoke_overrides``).
+        seed: seed of data and weights.
+        crop: infer only the central ``crop`` voxels of each spatial dimension of the preprocessed case
+            (``None``: all of it); emulated bf16 is 20–40× slower than fp32, and the comparison needs no whole head.
+
+    Returns:
+        ``{variant: {"rel_l2": ‖out − out_fp32‖ / ‖out_fp32‖, "max_abs": ..., "dtype": ..., "shape": [...],
+        "identical": bool}}`` for every variant the bundle can run.
+    """
+    from strokeseg.bundle.description import describe_bundle
+    from strokeseg.data.phantoms import synthesize_dataset
+
+    description = describe_bundle(bundle_dir)
+    work = Path(work_dir)
+    extra = dict(overrides or {})
+    data_root = synthesize_dataset(description.layout, work / "data", cases=2, test_cases=1, seed=seed)
+    bundle = work / description.name
+    prepare_bundle_copy(bundle_dir, bundle, ckpt_dir=ckpt_dir, seed=seed, overrides=extra)
+    base = {"bundle_root": str(bundle), "dataset_dir": str(data_root), "output_dir": str(work / "unused"), **extra}
+    knobs = variant_knobs(_inference_parser(bundle, base).config)
+
+    cache: dict[str, Any] = {}
+
+    def output(variant: str) -> torch.Tensor:
+        torch.manual_seed(seed)
+        parser = _inference_parser(bundle, {**base, **variant_overrides(knobs, variant)})
+        recorded = _record_inference(parser, description, bundle, crop=crop, item=cache.get("item"))
+        cache["item"] = recorded["item"]
+        return recorded["output"].detach().clone()
+
+    reference = output("fp32")
+    results: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        channels_last, bf16 = VARIANTS[variant]
+        if (channels_last and not knobs["channels_last"]) or (bf16 and not knobs["precision"]):
+            continue
+        out = output(variant)
+        diff = (out.float() - reference.float()) if out.shape == reference.shape else None
+        results[variant] = {
+            "dtype": str(out.dtype).replace("torch.", ""),
+            "shape": list(out.shape),
+            "rel_l2": None if diff is None else float(diff.norm() / reference.float().norm().clamp_min(1e-12)),
+            "max_abs": None if diff is None else float(diff.abs().max()),
+            "identical": diff is not None and bool(torch.equal(out, reference)),
+        }
+    return results
 
 
 def _inference_workflow(bundle: Path, data_root: Path, out_dir: Path, overrides: Mapping[str, Any]):
@@ -643,7 +732,7 @@ def bench_bundle(
     measure_training: bool = True,
     measure_memory: bool = True,
     overrides: Mapping[str, Any] | None = None,
-    variants: Sequence[str] | None = None,
+    variants: Sequence[str] | str | None = None,
     quick_config: bool = False,
 ) -> dict[str, Any]:
     """Measure one bundle on one synthetic case of its layout (see the module docstring).
@@ -655,13 +744,14 @@ def bench_bundle(
             the fp32 peak of the network's dimensionality.
         machine: the run's machine record (``bf16_supported``, ``bf16_reason``).
         quick: fp32 only, one repeat, the bundle's ``smoke_overrides`` (tiny networks), a small training batch.
-        repeats: timed repeats per measurement (default 2, quick 1; training 3, quick 1).
+        repeats: timed repeats per measurement (default 2, quick 1; training: 3 unless given, quick 1).
         ckpt_dir: trained checkpoints instead of fresh weights.
         seed: seed of data, weights and sampling.
         measure_training: include P4.
         measure_memory: include P5 (a child ``python -m monai.bundle run``).
         overrides: extra config ids for inference and training (on top of the quick smoke overrides).
-        variants: measure these variants (default: :func:`choose_variants`).
+        variants: measure these variants (default: :func:`choose_variants`); a comma-separated string may name
+            ``default`` (the variant the bundle runs by default on this machine) or be ``all``.
         quick_config: measure the bundle as its ``configs/quick.json`` configures it (the CPU-sized networks that
             the quick configuration trains), under ``smoke_overrides`` (quick) and ``overrides``.
 
@@ -676,8 +766,8 @@ def bench_bundle(
 
     description = describe_bundle(bundle_dir)
     work = Path(work_dir)
+    train_repeats = 1 if quick else (3 if repeats is None else max(1, int(repeats)))
     repeats = repeats if repeats is not None else (1 if quick else 2)
-    train_repeats = 1 if quick else max(3, repeats)
     quick_json: dict[str, Any] = {}
     if quick_config:
         quick_path = _configs(Path(bundle_dir)) / "quick.json"
@@ -718,6 +808,8 @@ def bench_bundle(
     chosen, skipped = choose_variants(
         knobs, bool(machine.get("bf16_supported")), machine.get("bf16_reason", ""), quick, default
     )
+    if isinstance(variants, str):
+        variants = None if variants == "all" else [default if v == "default" else v for v in variants.split(",")]
     if variants is not None:
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown:
