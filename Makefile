@@ -26,7 +26,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 bench: $(STAMP)
-	$(BIN)/strokeseg bench --out bench.json
+	$(BIN)/strokeseg bench --variants default --repeats 1 --out bench.json
 
 clean:
 	rm -rf $(VENV) demo_out bench.json bench.md .pytest_cache .ruff_cache

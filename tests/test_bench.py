@@ -363,7 +363,9 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
-    record = bench_bundle(fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False)
+    record = bench_bundle(
+        fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False, variants="default"
+    )
     case, net = record["case"], record["network"]
     assert case["item_unit"] == "window" and case["items"] >= case["network_calls"] >= 1
     assert case["preprocessed_shape"][0] == 2 and net["spatial_dims"] == 3
@@ -432,3 +434,20 @@ def test_bench_cli_takes_checkpoints_for_one_bundle_only(tmp_path: Path):
     with pytest.raises(BundleError, match="exactly one bundle"):
         bench(bundles="stroke_ctp_msdcnn,stroke_ctp_dwi_gan", out=str(tmp_path / "b.json"), ckpt_dir=str(tmp_path))
     assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_cli_repeats_and_variants_reach_every_bundle(tmp_path: Path, monkeypatch):
+    import strokeseg.bench as bench_module
+    from strokeseg.bundle.knobs import KnobError
+    from strokeseg.cli import bench
+
+    seen = {}
+    monkeypatch.setattr(bench_module, "run_bench", lambda **kw: seen.update(kw) or tmp_path / "b.json")
+    bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"), repeats="1", variants="default")
+    assert seen["bundle_options"] == {"repeats": 1, "variants": "default"}
+    bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"), variants=("fp32", "bf16"))
+    assert seen["bundle_options"] == {"variants": "fp32,bf16"}
+    bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"))
+    assert seen["bundle_options"] is None  # all variants, default repeats
+    with pytest.raises(KnobError, match="repeats"):
+        bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"), repeats=0)

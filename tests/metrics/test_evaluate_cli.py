@@ -183,3 +183,21 @@ def test_benchmark_function_small():
     result = benchmark_evaluate(num_cases=2, shape=(24, 22, 10))
     assert result["num_cases"] == 2 and result["shape"] == [24, 22, 10]
     assert result["seconds_per_case"] == pytest.approx(result["seconds"] / 2, abs=1e-3)
+
+
+def test_a_prediction_folder_is_a_reference(tmp_path):
+    """Two runs compared (e.g. --inference_precision bf16 vs fp32): the second run's folder is the reference."""
+    pred_dir, _, truth = _dataset(tmp_path)
+    other = tmp_path / "other"
+    _save(other / "a" / "a_seg.nii.gz", truth["a"][0].astype(np.uint8))  # identical to run 1
+    _save(other / "b_seg.nii.gz", truth["b"][1].astype(np.uint8))  # the reference of b
+    _save(other / "c.nii", truth["c"][0].astype(np.uint8))
+    _save(other / "c_prob.nii.gz", np.zeros(SHAPE, np.float32))  # soft maps are not references
+    labels = find_labels(other)
+    assert {k: v.name for k, v in labels.items()} == {"a": "a_seg.nii.gz", "b": "b_seg.nii.gz", "c": "c.nii"}
+    rows = _rows(evaluate_folders(pred_dir, other, tmp_path / "o", figures=False))
+    assert float(rows["a"]["dice"]) == pytest.approx(1.0)
+    assert float(rows["b"]["dice"]) == pytest.approx(case_metrics(*truth["b"], SPACING)["dice"], abs=1e-6)
+    _save(other / "a" / "a_seg.nii", truth["a"][0].astype(np.uint8))
+    with pytest.raises(DataError, match="case a: two label files"):
+        find_labels(other)

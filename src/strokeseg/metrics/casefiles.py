@@ -3,8 +3,10 @@
 Predictions (``pred`` folder), per case: ``<case>/<case>_seg.nii[.gz]``, ``<case>_seg.nii[.gz]`` or
 ``<case>.nii[.gz]``, optionally with a soft map ``<case>_prob.nii[.gz]`` beside it (a case with only a
 ``_prob`` file is evaluated from it). References: a folder of ``<case>.nii[.gz]`` or
-``<case>_label.nii[.gz]``, or a decathlon-style datalist JSON whose ``training``/``validation``/
-``testing`` entries carry ``case`` and ``label`` (paths relative to the JSON's folder).
+``<case>_label.nii[.gz]``, another prediction folder (``<case>/<case>_seg.nii[.gz]`` or ``<case>_seg.nii[.gz]``:
+two runs compared, e.g. ``--inference_precision bf16`` against ``fp32``), or a decathlon-style datalist JSON
+whose ``training``/``validation``/``testing`` entries carry ``case`` and ``label`` (paths relative to the JSON's
+folder).
 
 Nothing is resampled: a prediction on another grid than its reference is an error.
 """
@@ -141,15 +143,23 @@ def find_labels(source: str | Path) -> dict[str, Path]:
         raise DataError(f"labels {source} is neither a folder nor a datalist .json file.")
     labels: dict[str, Path] = {}
     for entry in sorted(source.iterdir()):
-        stem = _nifti_stem(entry.name) if entry.is_file() else None
-        if stem is None:
+        if entry.is_dir():  # another run's predictions, <case>/<case>_seg.nii[.gz]: compare two runs
+            masks = [entry / f"{entry.name}_seg{suffix}" for suffix in NIFTI_SUFFIXES]
+            masks = [m for m in masks if m.is_file()]
+            if len(masks) > 1:
+                raise DataError(f"case {entry.name}: two label files, {masks[0]} and {masks[1]}.")
+            if masks:
+                labels[entry.name] = masks[0]
             continue
-        case = stem[: -len("_label")] if stem.endswith("_label") else stem
+        stem = _nifti_stem(entry.name) if entry.is_file() else None
+        if stem is None or stem.endswith("_prob"):
+            continue
+        case = next((stem[: -len(tail)] for tail in ("_label", "_seg") if stem.endswith(tail)), stem)
         if case in labels:
             raise DataError(f"case {case}: two label files, {labels[case]} and {entry}.")
         labels[case] = entry
     if not labels:
-        raise DataError(f"no label file (<case>.nii.gz or <case>_label.nii.gz) in {source}.")
+        raise DataError(f"no label file (<case>.nii.gz, <case>_label.nii.gz or <case>/<case>_seg.nii.gz) in {source}.")
     return labels
 
 
