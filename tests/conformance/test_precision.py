@@ -89,3 +89,17 @@ def test_bf16_and_channels_last_agree_with_fp32(bundle, tmp_path):
             assert r["rel_l2"] <= 0.05, f"{bundle.name} {variant}: relative L2 error {r['rel_l2']:.4f} vs fp32"
         else:
             assert r["rel_l2"] <= 1e-4, f"{bundle.name} {variant}: relative L2 error {r['rel_l2']:.2e} vs fp32"
+
+
+def test_every_overlay_that_replaces_the_imports_keeps_strokeseg_precision(bundle):
+    """An overlay's own ``imports`` list replaces its base's; without the precision module the base's
+    ``use_bf16`` expression fails when the overlay runs (as ``evaluate.json`` once did)."""
+    _needs_real_bundle(bundle)
+    missing = []
+    for path in sorted(bundle.configs.glob("*.json")):
+        if path.name in ("metadata.json",):
+            continue
+        imports = json.loads(path.read_text()).get("imports")
+        if isinstance(imports, list) and "$import strokeseg.precision" not in imports:
+            missing.append(path.name)
+    assert not missing, f"{bundle.name}: configs whose imports lack strokeseg.precision: {missing}"

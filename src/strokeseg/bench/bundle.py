@@ -421,6 +421,22 @@ def _record_inference(parser, description, bundle: Path, crop: int | None = None
     }
 
 
+def _decision_agreement(out: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+    """Dice of the foreground decisions (``argmax != 0``) of two class-score outputs ``(B, C >= 2, *S)``.
+
+    Empty in both counts as 1. Outputs with one channel (a probability or a logit: the bundle decides) get none.
+    """
+    if out.shape != reference.shape or out.ndim < 3 or out.shape[1] < 2:
+        return {}
+    a, b = out.argmax(1) != 0, reference.argmax(1) != 0
+    total = int(a.sum() + b.sum())
+    return {
+        "decision_dice": 1.0 if total == 0 else float(2 * (a & b).sum() / total),
+        "decision_voxels": [int(a.sum()), int(b.sum())],
+        "decision_differ": int((a ^ b).sum()),
+    }
+
+
 def variant_agreement(
     bundle_dir: str | Path,
     work_dir: str | Path,
@@ -448,7 +464,8 @@ def variant_agreement(
 
     Returns:
         ``{variant: {"rel_l2": ‖out − out_fp32‖ / ‖out_fp32‖, "max_abs": ..., "dtype": ..., "shape": [...],
-        "identical": bool}}`` for every variant the bundle can run.
+        "identical": bool}}`` for every variant the bundle can run, plus ``decision_dice`` (foreground of the
+        argmax), ``decision_voxels`` and ``decision_differ`` for class-score outputs of two or more channels.
     """
     from strokeseg.bundle.description import describe_bundle
     from strokeseg.data.phantoms import synthesize_dataset
@@ -485,6 +502,7 @@ def variant_agreement(
             "rel_l2": None if diff is None else float(diff.norm() / reference.float().norm().clamp_min(1e-12)),
             "max_abs": None if diff is None else float(diff.abs().max()),
             "identical": diff is not None and bool(torch.equal(out, reference)),
+            **_decision_agreement(out, reference),
         }
     return results
 
