@@ -23,7 +23,15 @@ from monai.inferers import Inferer
 
 from strokeseg.bundle.knobs import KnobError
 
-__all__ = ["PRECISIONS", "as_precision", "native_bf16", "resolve_precision", "use_bf16", "PrecisionInferer"]
+__all__ = [
+    "PRECISIONS",
+    "as_precision",
+    "native_bf16",
+    "resolve_precision",
+    "use_bf16",
+    "to_memory_format",
+    "PrecisionInferer",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16"}
@@ -97,13 +105,12 @@ def use_bf16(value: object, device: torch.device | str | None = None) -> bool:
     return resolve_precision(value, device) == "bf16"
 
 
-def _memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    if not channels_last:
-        return x
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A 4-D / 5-D tensor made contiguous channels-last (``channels_last_3d`` in 3-D) or plain; others unchanged."""
     if x.ndim == 4:
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if x.ndim == 5:
-        return x.contiguous(memory_format=torch.channels_last_3d)
+        return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
     return x
 
 
@@ -150,7 +157,7 @@ class PrecisionInferer(Inferer):
 
         def run(x: torch.Tensor, *a: Any, **k: Any) -> Any:
             with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast_bf16):
-                out = network(_memory_format(x, channels_last), *a, **k)
+                out = network(to_memory_format(x, channels_last) if channels_last else x, *a, **k)
             return _float_outputs(out)
 
         return self.inferer(inputs, run, *args, **kwargs)

@@ -21,6 +21,7 @@ import strokeseg.precision as precision
 from strokeseg.bench.bundle import variant_agreement
 from strokeseg.bundle.description import BundleDescription
 from strokeseg.bundle.knobs import KnobError
+from tests.conformance.test_knobs import _referring_items
 
 KNOB = "inference_precision"
 USE = re.compile(rf"\$strokeseg\.precision\.use_bf16\(@{KNOB}, @device\)")
@@ -39,14 +40,7 @@ def _items(files, bundle: BundleDescription, value):
     parser.read_meta(str(bundle.configs / "metadata.json"))
     parser["bundle_root"] = str(bundle.root)
     parser[KNOB] = value
-    parser.parse(reset=True)
-    pattern = re.compile(rf"@{KNOB}(?![\w#])")
-    ids = [
-        item_id
-        for item_id, item in parser.ref_resolver.items.items()
-        if isinstance(item.get_config(), str) and pattern.search(item.get_config())
-    ]
-    return parser, ids
+    return parser, _referring_items(parser, KNOB)
 
 
 def test_inference_precision_is_auto_and_follows_the_machine(bundle, monkeypatch):

@@ -41,6 +41,7 @@ import torch
 from strokeseg.bench.peak import count_flops
 from strokeseg.bench.timing import median, time_call
 from strokeseg.errors import BundleError
+from strokeseg.precision import to_memory_format
 
 __all__ = [
     "VARIANTS",
@@ -293,14 +294,6 @@ def choose_variants(
     return chosen, skipped
 
 
-def _memory_format(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    if t.ndim == 4:
-        return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    if t.ndim == 5:
-        return t.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
-    return t
-
-
 def _network_format(network: torch.nn.Module, spatial_dims: int, channels_last: bool) -> None:
     if channels_last:
         network.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
@@ -312,7 +305,7 @@ def _formatted(calls: Sequence[NetworkCall], channels_last: bool | None) -> list
     """The calls' arguments in the variant's memory format (``None``: as recorded)."""
     if channels_last is None:
         return [(c.args, c.kwargs) for c in calls]
-    fmt = lambda t: _memory_format(t, channels_last)  # noqa: E731
+    fmt = lambda t: to_memory_format(t, channels_last)  # noqa: E731
     return [(_tree_map(fmt, c.args), _tree_map(fmt, c.kwargs)) for c in calls]
 
 
@@ -358,12 +351,12 @@ def _inference_parser(bundle: Path, overrides: Mapping[str, Any]):
 
 
 def _centre_crop(inputs: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` voxels (at most) of every spatial dimension of a ``(B, C, *S)`` batch."""
-    index: list[slice] = [slice(None), slice(None)]
-    for n in inputs.shape[2:]:
-        start = max(0, (n - size) // 2)
-        index.append(slice(start, start + min(n, size)))
-    return inputs[tuple(index)]
+    """The central ``size`` voxels (at most) of every spatial dimension of a ``(B, C, *S)`` batch (MONAI's
+    ``CenterSpatialCrop`` per item, which never pads)."""
+    from monai.transforms import CenterSpatialCrop
+
+    crop = CenterSpatialCrop(roi_size=[min(size, n) for n in inputs.shape[2:]])
+    return torch.stack([crop(item) for item in inputs])
 
 
 def _record_inference(parser, description, bundle: Path, crop: int | None = None, item: Any = None) -> dict[str, Any]:
@@ -428,10 +421,12 @@ def _decision_agreement(out: torch.Tensor, reference: torch.Tensor) -> dict[str,
     """
     if out.shape != reference.shape or out.ndim < 3 or out.shape[1] < 2:
         return {}
+    from strokeseg.metrics.voxelwise import confusion_counts, confusion_metrics
+
     a, b = out.argmax(1) != 0, reference.argmax(1) != 0
-    total = int(a.sum() + b.sum())
+    tp, fp, fn, tn = confusion_counts(a.numpy(), b.numpy())
     return {
-        "decision_dice": 1.0 if total == 0 else float(2 * (a & b).sum() / total),
+        "decision_dice": 1.0 if tp + fp + fn == 0 else confusion_metrics(tp, fp, fn, tn)["dice"],
         "decision_voxels": [int(a.sum()), int(b.sum())],
         "decision_differ": int((a ^ b).sum()),
     }
