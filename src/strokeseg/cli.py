@@ -1,4 +1,5 @@
-"""The ``strokeseg`` command (python-fire): synth, datalist, infer, train, demo, evaluate, verify, bench.
+"""The ``strokeseg`` command (python-fire): synth, datalist, infer, train, demo, evaluate, verify, bench,
+profile.
 
 Each verb is a thin function that imports its implementation lazily, so ``strokeseg --help`` stays
 fast and one verb's heavy dependencies are not loaded by another.
@@ -15,7 +16,7 @@ import fire
 from strokeseg.bundle.knobs import KnobError, as_bool, as_int
 from strokeseg.errors import StrokesegError
 
-__all__ = ["main", "synth", "datalist", "infer", "train", "demo", "evaluate", "verify", "bench", "as_bool"]
+__all__ = ["main", "synth", "datalist", "infer", "train", "demo", "evaluate", "verify", "bench", "profile", "as_bool"]
 
 
 def synth(
@@ -253,6 +254,33 @@ def train(
     return "training finished"
 
 
+def profile(bundle: str, out: str = "profile.md", workdir: str | None = None, top: int = 15, **overrides) -> str:
+    """Profile one end-to-end inference run of a bundle on a synthetic case (where P2's time goes).
+
+    Args:
+        bundle: a bundle folder (``bundles/stroke_dwi_edd_muscle``) or a bundle name.
+        out: Markdown file for the stage and transform tables; the full ``cProfile`` listing goes beside it
+            (``<out stem>.txt``).
+        workdir: where the temporary scratch folder goes (default: the system temp dir); it is removed after.
+        top: rows per listing.
+        overrides: config ids, e.g. ``--inference_precision bf16``.
+    """
+    import tempfile
+
+    from strokeseg.bench.profile import format_profile, profile_inference
+    from strokeseg.bundle.description import default_bundles_dir
+
+    folder = Path(bundle)
+    if not folder.is_dir():
+        folder = default_bundles_dir() / bundle
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        result = profile_inference(folder, tmp, overrides=overrides, top=as_int(top, "top"))
+    target = Path(out)
+    target.write_text(format_profile(result))
+    target.with_suffix(".txt").write_text(result["listing"])
+    return format_profile(result)
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
@@ -262,6 +290,7 @@ COMMANDS = {
     "evaluate": evaluate,
     "verify": verify,
     "bench": bench,
+    "profile": profile,
 }
 
 

@@ -6,8 +6,9 @@
 - the bf16 and channels-last paths compute what the plain fp32 path computes: the bundle's own inference
   evaluator runs one synthetic case at its smoke sizes in each variant (:func:`strokeseg.bench.bundle.
   variant_agreement`); channels-last agrees with fp32 to float rounding, bf16 to bf16 rounding, and bf16 is not
-  bit-identical to fp32 (so the knob really switched autocast on). The Dice of bf16 vs fp32 segmentations of
-  trained quick models is reported in each model card (measured with ``strokeseg evaluate``).
+  bit-identical to fp32 (so the knob really switched autocast on); the channels-last variants, and only they, run
+  the network on channels-last weights or inputs (so that knob is not ignored either). The Dice of bf16 vs fp32
+  segmentations of trained quick models is reported in each model card (measured with ``strokeseg evaluate``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def test_bf16_and_channels_last_agree_with_fp32(bundle, tmp_path):
     for variant, r in results.items():
         assert r["dtype"] == "float32", f"{bundle.name} {variant}: output is {r['dtype']}, not float32"
         assert r["rel_l2"] is not None, f"{bundle.name} {variant}: output shape {r['shape']} differs from fp32"
+        wants_cl = variant.endswith("channels_last")
+        assert r["ran_channels_last"] == wants_cl, f"{bundle.name} {variant}: channels-last ran: {not wants_cl}"
         if variant.startswith("bf16"):
             assert not r["identical"], f"{bundle.name}: bf16 output is bit-identical to fp32: autocast never ran"
             assert r["rel_l2"] <= 0.05, f"{bundle.name} {variant}: relative L2 error {r['rel_l2']:.4f} vs fp32"

@@ -432,6 +432,24 @@ def _decision_agreement(out: torch.Tensor, reference: torch.Tensor) -> dict[str,
     }
 
 
+def _strictly_channels_last(t: torch.Tensor) -> bool:
+    """``t`` is laid out channels-last and not also plain contiguous (size-1 dimensions make both true)."""
+    if t.ndim not in (4, 5):
+        return False
+    fmt = torch.channels_last if t.ndim == 4 else torch.channels_last_3d
+    return t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
+
+
+def ran_channels_last(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> bool:
+    """Whether the network ran channels-last: a convolution weight or a call's input is laid out so.
+
+    Only layouts that differ from the plain one count, so a single-channel input proves nothing either way.
+    """
+    weights = any(_strictly_channels_last(p) for p in network.parameters())
+    inputs = any(_strictly_channels_last(t) for call in calls for t in _tensors((call.args, call.kwargs)))
+    return weights or inputs
+
+
 def variant_agreement(
     bundle_dir: str | Path,
     work_dir: str | Path,
@@ -459,7 +477,8 @@ def variant_agreement(
 
     Returns:
         ``{variant: {"rel_l2": ‖out − out_fp32‖ / ‖out_fp32‖, "max_abs": ..., "dtype": ..., "shape": [...],
-        "identical": bool}}`` for every variant the bundle can run, plus ``decision_dice`` (foreground of the
+        "identical": bool, "ran_channels_last": bool}}`` (:func:`ran_channels_last`) for every variant the
+        bundle can run, plus ``decision_dice`` (foreground of the
         argmax), ``decision_voxels`` and ``decision_differ`` for class-score outputs of two or more channels.
     """
     from strokeseg.bundle.description import describe_bundle
@@ -481,6 +500,7 @@ def variant_agreement(
         parser = _inference_parser(bundle, {**base, **variant_overrides(knobs, variant)})
         recorded = _record_inference(parser, description, bundle, crop=crop, item=cache.get("item"))
         cache["item"] = recorded["item"]
+        cache["channels_last"] = ran_channels_last(recorded["network"], recorded["calls"])
         return recorded["output"].detach().clone()
 
     reference = output("fp32")
@@ -497,6 +517,7 @@ def variant_agreement(
             "rel_l2": None if diff is None else float(diff.norm() / reference.float().norm().clamp_min(1e-12)),
             "max_abs": None if diff is None else float(diff.abs().max()),
             "identical": diff is not None and bool(torch.equal(out, reference)),
+            "ran_channels_last": cache["channels_last"],
             **_decision_agreement(out, reference),
         }
     return results

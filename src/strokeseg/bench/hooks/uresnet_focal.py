@@ -16,7 +16,9 @@ tens of minutes on 2 cores, so it is **extrapolated**:
   time is ``fixed + (block − fixed) / block patches × all patches`` (:func:`extrapolate_seconds`);
 - the fast time is the default variant's bare forward of the generic record: the network alone over exactly
   the windows the fast mode uses (its blending costs a little more, so P3 is slightly optimistic by that), and
-  P3 is also given against the end-to-end time, with the faithful network time in place of the fast one.
+  P3 is also given against the end-to-end time, with the faithful network time in place of the fast one. Both
+  sides run in that variant's precision and memory format (``strokeseg.precision.PrecisionInferer``), so a bf16
+  fast time is never divided into an fp32 faithful one.
 
 **Dice(fast, faithful)** is computed where the block run's output *is* the whole-case faithful output: voxels
 whose every covering patch of the whole case is in the block (:func:`exact_region`, from patch coverage counts).
@@ -45,12 +47,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.inferers import SimpleInferer
 
+from strokeseg.bench.bundle import VARIANTS
 from strokeseg.bench.report import P3_DICE_MIN, TARGETS, p3_verdict
 from strokeseg.bench.timing import time_call
 from strokeseg.errors import BundleError
 from strokeseg.inferers.patches import FaithfulPatchInferer
 from strokeseg.metrics.voxelwise import confusion_counts, confusion_metrics
+from strokeseg.precision import PrecisionInferer
 
 __all__ = [
     "bench_hook",
@@ -384,15 +389,29 @@ def faithful_p3(context: Mapping[str, Any], counts: Sequence[int]) -> dict[str, 
     region = region[: image.shape[1], : image.shape[2], : image.shape[3]]
     chosen = origins[selected]
 
-    empty = SelectedPatchInferer(base, lambda c: torch.zeros(len(c), dtype=torch.bool))
-    block = SelectedPatchInferer(base, lambda c: _isin_rows(c, chosen))  # the inferer's origins are ours
+    # the faithful and the fast side run in the precision and memory format of the variant P3 divides by
+    variant = record["default_variant"] if record["default_variant"] in record["variants"] else None
+    variant = variant or next(iter(record["variants"]))
+    channels_last, bf16 = VARIANTS[variant]
+
+    def precise(inferer):
+        return PrecisionInferer(inferer, autocast_bf16=bf16, channels_last=channels_last)
+
+    def precise_network(x, *args, **kwargs):
+        return precise(SimpleInferer())(x, network, *args, **kwargs)
+
+    empty = precise(SelectedPatchInferer(base, lambda c: torch.zeros(len(c), dtype=torch.bool)))
+    selected_inferer = SelectedPatchInferer(base, lambda c: _isin_rows(c, chosen))  # the inferer's origins are ours
+    block = precise(selected_inferer)
     network.eval()
     with torch.inference_mode():
         fixed_s = time_call(lambda: empty(inputs, network))[0]
         with _NetworkTimer(network) as timer:
             block_s, faithful = time_call(lambda: block(inputs, network))
-    if block.last_num_patches != measured:
-        raise BundleError(f"P3: the block run evaluated {block.last_num_patches} patches, expected {measured}")
+    if selected_inferer.last_num_patches != measured:
+        raise BundleError(
+            f"P3: the block run evaluated {selected_inferer.last_num_patches} patches, expected {measured}"
+        )
     faithful_s = extrapolate_seconds(block_s, measured, total, fixed_s)
     faithful_network_s = timer.seconds / measured * total
 
@@ -400,7 +419,7 @@ def faithful_p3(context: Mapping[str, Any], counts: Sequence[int]) -> dict[str, 
     if region.any():
         lo, hi = _region_box(region)
         with torch.inference_mode():
-            fast_run = fast_output_in_region(fast, network, inputs, (lo, hi))
+            fast_run = fast_output_in_region(fast, precise_network, inputs, (lo, hi))
         fast_prob = torch.softmax(fast_run["output"].float(), dim=1)[0, 1][region]
         faithful_prob = torch.exp(faithful.float())[0, 1][region]
         fast_bin, faithful_bin = fast_prob >= threshold, faithful_prob >= threshold
@@ -421,8 +440,6 @@ def faithful_p3(context: Mapping[str, Any], counts: Sequence[int]) -> dict[str, 
             "network_seconds_per_window": round(fast_run["network_s"] / max(fast_run["evaluated"], 1), 4),
         }
 
-    variant = record["default_variant"] if record["default_variant"] in record["variants"] else None
-    variant = variant or next(iter(record["variants"]))
     numbers = record["variants"][variant]
     fast_s = float(numbers["bare_forward_median_s"])
     e2e_s = float(numbers[END_TO_END_KEY])
