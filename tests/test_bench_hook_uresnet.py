@@ -141,7 +141,8 @@ class _Description:
         return [f"{case}/{case}_seg.nii.gz"]
 
 
-def test_bench_hook_on_a_tiny_fake_case(tmp_path: Path):
+def _hook_context(tmp_path: Path, network, variant: str = "fp32") -> dict:
+    """A tiny fake case for the hook: a head image, the two inferers, a generic record of ``variant``."""
     image = _head((40, 36, 24))
     parser = _Parser(
         {
@@ -153,13 +154,13 @@ def test_bench_hook_on_a_tiny_fake_case(tmp_path: Path):
     )
     record = {
         "weights": "untrained: fresh",
-        "default_variant": "fp32",
+        "default_variant": variant,
         "case": {"preprocess_s": 2.0},
-        "variants": {"fp32": {"bare_forward_median_s": 0.01, "end_to_end_median_s": 0.5}},
+        "variants": {variant: {"bare_forward_median_s": 0.01, "end_to_end_median_s": 0.5}},
     }
-    context = {
+    return {
         "parser": parser,
-        "network": _net(),
+        "network": network,
         "item": {"image": image},
         "record": record,
         "description": _Description(),
@@ -167,6 +168,11 @@ def test_bench_hook_on_a_tiny_fake_case(tmp_path: Path):
         "work": tmp_path,  # no end-to-end mask there: the block is centred on the head
         "quick": True,
     }
+
+
+def test_bench_hook_on_a_tiny_fake_case(tmp_path: Path):
+    context = _hook_context(tmp_path, _net())
+    parser, image, record = context["parser"], context["item"]["image"], context["record"]
     extra = hook.bench_hook(context)
     p3 = extra["p3"]
     assert p3["faithful_seconds_extrapolated"] is True and p3["informative"] is True
@@ -189,34 +195,9 @@ def test_bench_hook_on_a_tiny_fake_case(tmp_path: Path):
 
 def test_bench_hook_runs_the_faithful_side_in_the_default_variants_precision(tmp_path: Path):
     """A bf16 fast time is divided into a bf16 faithful time, not an fp32 one."""
-    image = _head((40, 36, 24))
-    parser = _Parser(
-        {
-            "patch_inferer": FaithfulPatchInferer(patch_size=(8, 8, 4), step=(4, 4, 1), batch_size=64),
-            "fast_inferer": SlidingWindowInferer(roi_size=(16, 16, 8), sw_batch_size=2, overlap=0.25, mode="gaussian"),
-            "threshold": 0.5,
-            "dataset": Dataset([{"image": "x.nii.gz"}], transform=Compose([])),
-        }
-    )
     network = _net()
     autocast_seen = []
     network.register_forward_pre_hook(lambda *_: autocast_seen.append(torch.is_autocast_enabled("cpu")))
-    record = {
-        "weights": "untrained: fresh",
-        "default_variant": "bf16",
-        "case": {"preprocess_s": 2.0},
-        "variants": {"bf16": {"bare_forward_median_s": 0.01, "end_to_end_median_s": 0.5}},
-    }
-    context = {
-        "parser": parser,
-        "network": network,
-        "item": {"image": image},
-        "record": record,
-        "description": _Description(),
-        "case": "case1",
-        "work": tmp_path,
-        "quick": True,
-    }
-    extra = hook.bench_hook(context)
+    extra = hook.bench_hook(_hook_context(tmp_path, network, "bf16"))
     assert autocast_seen and all(autocast_seen), "the faithful / fast-region runs left bf16 autocast off"
     assert extra["variants"] == {"bf16": {"p3": extra["p3"]["value"]}}
