@@ -449,5 +449,7 @@ def test_bench_cli_repeats_and_variants_reach_every_bundle(tmp_path: Path, monke
     assert seen["bundle_options"] == {"variants": "fp32,bf16"}
     bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"))
     assert seen["bundle_options"] is None  # all variants, default repeats
+    bench(bundles="stroke_mri_uresnet_focal", out=str(tmp_path / "b.json"), train_precision="bf16")
+    assert seen["bundle_options"] == {"overrides": {"train_precision": "bf16"}}  # config ids reach the bundles
     with pytest.raises(KnobError, match="repeats"):
         bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"), repeats=0)

@@ -104,3 +104,27 @@ def test_precision_inferer_wraps_the_faithful_patch_inferer():
     assert torch.bfloat16 in net.dtypes
     finite = torch.isfinite(plain) & torch.isfinite(bf16)
     assert float((bf16[finite] - plain[finite]).abs().max()) < 0.05
+
+
+def test_training_network_is_the_network_itself_in_fp32_and_autocast_in_bf16(monkeypatch):
+    import strokeseg.bench.machine as machine
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3, padding=1), torch.nn.PReLU())
+    assert precision.training_network(net, "fp32", "cpu") is net
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(machine, "_read_cpuinfo", lambda: CPUINFO_AVX2)
+    assert precision.training_network(net, "auto", "cpu") is net  # no native bf16: fp32
+    monkeypatch.setattr(machine, "_read_cpuinfo", lambda: CPUINFO_AMX)
+    wrapped = precision.training_network(net, "auto", "cpu")
+    assert isinstance(wrapped, precision.AutocastModule) and wrapped.module is net
+    assert precision.training_network(net, "BF16", "cpu").module is net
+    x = torch.randn(2, 2, 6, 6, 4)
+    out = wrapped(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, net(x))  # the convolution really ran in bf16
+    torch.testing.assert_close(out, net(x), atol=0.05, rtol=0.05)
+    out.sum().backward()  # gradients reach the inner network's float32 weights
+    assert net[0].weight.grad is not None and net[0].weight.grad.dtype == torch.float32
+    assert set(dict(wrapped.named_parameters())) == {f"module.{k}" for k in dict(net.named_parameters())}
+    with pytest.raises(KnobError, match="train_precision"):
+        precision.training_network(net, "maybe", "cpu")

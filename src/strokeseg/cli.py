@@ -164,6 +164,7 @@ def bench(
     ckpt_dir: str | None = None,
     repeats: int | None = None,
     variants: str = "all",
+    **overrides,
 ) -> str:
     """Measure the performance ratios of performance.md and write ``bench.json`` + ``bench.md``.
 
@@ -178,6 +179,8 @@ def bench(
         repeats: timed repeats of each measurement (default: 2 for inference, 3 for a training iteration).
         variants: ``all`` (every variant the bundle and the machine allow), ``default`` (only what the bundle
             runs by default on this machine, as ``make bench``), or a comma-separated list (``fp32,bf16``).
+        overrides: config ids for every measured bundle's inference and training runs, e.g.
+            ``--train_precision bf16`` (the bundles that lack an id ignore it).
     """
     from strokeseg.bench import run_bench
     from strokeseg.errors import BundleError
@@ -196,6 +199,8 @@ def bench(
         if len(names) != 1:
             raise BundleError(f"--ckpt_dir holds one bundle's checkpoints: give exactly one bundle, not {names}.")
         options["ckpt_dir"] = ckpt_dir
+    if overrides:
+        options["overrides"] = dict(overrides)
     return str(run_bench(bundles=bundles, out=out, bundle_options=options or None))
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "native_bf16",
     "resolve_precision",
     "use_bf16",
+    "AutocastModule",
+    "training_network",
     "to_memory_format",
     "PrecisionInferer",
 ]
@@ -77,32 +79,74 @@ def native_bf16(device: torch.device | str | None = None) -> tuple[bool, str]:
     return bf16_support()
 
 
-def resolve_precision(value: object, device: torch.device | str | None = None) -> str:
-    """``"bf16"`` or ``"fp32"``: what ``inference_precision`` = ``value`` means on ``device`` (``auto`` resolved).
+def resolve_precision(
+    value: object, device: torch.device | str | None = None, name: str = "inference_precision"
+) -> str:
+    """``"bf16"`` or ``"fp32"``: what the knob ``name`` = ``value`` means on ``device`` (``auto`` resolved).
 
     Raises:
         KnobError: ``value`` is not one of :data:`PRECISIONS`.
     """
-    precision = as_precision(value)
+    precision = as_precision(value, name)
     dev = _device(device)
     native, reason = native_bf16(dev)
     chosen = ("bf16" if native else "fp32") if precision == "auto" else precision
-    key = (precision, str(dev), chosen)
+    key = (f"{name}={precision}", str(dev), chosen)
     if key not in _LOGGED:
         _LOGGED.add(key)
         if precision == "bf16" and not native:
-            logger.warning("inference_precision bf16 on %s without native bf16 (%s): expect it to be slow", dev, reason)
+            logger.warning("%s bf16 on %s without native bf16 (%s): expect it to be slow", name, dev, reason)
         else:
-            logger.info("inference_precision %s on %s: %s (%s)", precision, dev, chosen, reason)
+            logger.info("%s %s on %s: %s (%s)", name, precision, dev, chosen, reason)
     return chosen
 
 
-def use_bf16(value: object, device: torch.device | str | None = None) -> bool:
-    """Whether inference runs under bfloat16 autocast for ``inference_precision`` = ``value`` on ``device``.
+def use_bf16(value: object, device: torch.device | str | None = None, name: str = "inference_precision") -> bool:
+    """Whether the networks run under bfloat16 autocast for the knob ``name`` = ``value`` on ``device``.
 
     The bundle configs call it as ``"$strokeseg.precision.use_bf16(@inference_precision, @device)"``.
     """
-    return resolve_precision(value, device) == "bf16"
+    return resolve_precision(value, device, name) == "bf16"
+
+
+class AutocastModule(torch.nn.Module):
+    """``module`` run under bfloat16 autocast, its tensor outputs cast back to float32: bf16 *training* on a CPU.
+
+    MONAI's trainers have ``amp``, but it is ``torch.autocast("cuda")`` with a CUDA ``GradScaler``, which does
+    nothing for a network on a CPU. Wrapped in this module (parameters shared, so the optimiser and the
+    checkpoints of the inner network are unchanged), the forward pass and its backward run the autocast
+    operations (convolutions, matrix products) in bf16 with float32 weights and gradients; the loss sees float32.
+    bf16 needs no loss scaling.
+
+    Args:
+        module: the network.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        device_type = first.device.type if first is not None else "cpu"
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            out = self.module(*args, **kwargs)
+        return _float_outputs(out)
+
+
+def training_network(
+    network: torch.nn.Module, precision: object, device: torch.device | str | None = None
+) -> torch.nn.Module:
+    """The network a trainer should call for ``train_precision`` = ``precision`` on ``device``.
+
+    ``fp32`` (or ``auto`` without native bf16): ``network`` itself, so fp32 training is exactly what it was.
+    ``bf16``: :class:`AutocastModule` around it. The bundle configs call it as
+    ``"$strokeseg.precision.training_network(@network, @train_precision, @device)"``.
+
+    Raises:
+        KnobError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    return AutocastModule(network) if use_bf16(precision, device, "train_precision") else network
 
 
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
