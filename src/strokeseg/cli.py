@@ -273,11 +273,9 @@ def profile(bundle: str, out: str = "profile.md", workdir: str | None = None, to
     import tempfile
 
     from strokeseg.bench.profile import format_profile, profile_inference
-    from strokeseg.bundle.description import default_bundles_dir
+    from strokeseg.bundle.frontdoor import resolve_bundle
 
-    folder = Path(bundle)
-    if not folder.is_dir():
-        folder = default_bundles_dir() / bundle
+    folder = resolve_bundle(bundle).root
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         result = profile_inference(folder, tmp, overrides=overrides, top=as_int(top, "top"))
     target = Path(out)

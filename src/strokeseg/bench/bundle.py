@@ -213,6 +213,32 @@ def prepare_bundle_copy(
     return f"untrained: {UNTRAINED_NOTE}"
 
 
+def bench_copy(
+    bundle_dir: str | Path,
+    work: Path,
+    layout: str,
+    name: str,
+    seed: int = 0,
+    ckpt_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Path, Path, str]:
+    """The synthetic data and the bundle copy every bench measurement runs on.
+
+    Two training cases (they fill a training batch of two and leave one for training under any fold split) and
+    one test case of ``layout`` under ``work/data``; the bundle copied to ``work/<name>`` with its weights
+    (:func:`prepare_bundle_copy`).
+
+    Returns:
+        ``(data_root, bundle copy, description of the weights)``.
+    """
+    from strokeseg.data.phantoms import synthesize_dataset
+
+    data_root = synthesize_dataset(layout, work / "data", cases=2, test_cases=1, seed=seed)
+    bundle = work / name
+    weights = prepare_bundle_copy(bundle_dir, bundle, ckpt_dir=ckpt_dir, seed=seed, overrides=dict(overrides or {}))
+    return data_root, bundle, weights
+
+
 def variant_knobs(config: Mapping[str, Any]) -> dict[str, str | None]:
     """Which top-level ids of ``inference.json`` set precision and memory format.
 
@@ -482,14 +508,11 @@ def variant_agreement(
         argmax), ``decision_voxels`` and ``decision_differ`` for class-score outputs of two or more channels.
     """
     from strokeseg.bundle.description import describe_bundle
-    from strokeseg.data.phantoms import synthesize_dataset
 
     description = describe_bundle(bundle_dir)
     work = Path(work_dir)
     extra = dict(overrides or {})
-    data_root = synthesize_dataset(description.layout, work / "data", cases=2, test_cases=1, seed=seed)
-    bundle = work / description.name
-    prepare_bundle_copy(bundle_dir, bundle, ckpt_dir=ckpt_dir, seed=seed, overrides=extra)
+    data_root, bundle, _ = bench_copy(bundle_dir, work, description.layout, description.name, seed, ckpt_dir, extra)
     base = {"bundle_root": str(bundle), "dataset_dir": str(data_root), "output_dir": str(work / "unused"), **extra}
     knobs = variant_knobs(_inference_parser(bundle, base).config)
 
@@ -796,7 +819,6 @@ def bench_bundle(
         BundleError: the bundle cannot be described, copied or run, or its inference writes nothing.
     """
     from strokeseg.bundle.description import describe_bundle
-    from strokeseg.data.phantoms import synthesize_dataset
 
     description = describe_bundle(bundle_dir)
     work = Path(work_dir)
@@ -809,11 +831,9 @@ def bench_bundle(
             raise BundleError(f"{description.name}: quick_config asked for, but {quick_path} does not exist.")
         quick_json = json.loads(quick_path.read_text())
     extra = {**(description.smoke_overrides if quick else {}), **quick_json, **dict(overrides or {})}
-    # Two training cases fill a training batch of two (and leave one for training under any fold split); one
-    # test case is inferred.
-    data_root = synthesize_dataset(description.layout, work / "data", cases=2, test_cases=1, seed=seed)
-    bundle = work / description.name
-    weights = prepare_bundle_copy(bundle_dir, bundle, ckpt_dir=ckpt_dir, seed=seed, overrides=extra)
+    data_root, bundle, weights = bench_copy(
+        bundle_dir, work, description.layout, description.name, seed, ckpt_dir, extra
+    )
 
     probe = _inference_parser(bundle, {"bundle_root": str(bundle), **extra})
     knobs = variant_knobs(probe.config)

@@ -97,15 +97,12 @@ def profile_inference(
     import inspect
     import io
 
-    from strokeseg.bench.bundle import _inference_workflow, prepare_bundle_copy
+    from strokeseg.bench.bundle import _inference_workflow, bench_copy
     from strokeseg.bundle.description import describe_bundle
-    from strokeseg.data.phantoms import synthesize_dataset
 
     description = describe_bundle(bundle_dir)
     work = Path(work_dir)
-    data_root = synthesize_dataset(description.layout, work / "data", cases=2, test_cases=1, seed=seed)
-    bundle = work / description.name
-    prepare_bundle_copy(bundle_dir, bundle, seed=seed, overrides=dict(overrides or {}))
+    data_root, bundle, _ = bench_copy(bundle_dir, work, description.layout, description.name, seed, None, overrides)
     workflow = _inference_workflow(bundle, data_root, work / "out", dict(overrides or {}))
     try:
         workflow.run()  # warm: imports, first-call costs, caches

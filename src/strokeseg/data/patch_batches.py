@@ -11,8 +11,9 @@ MONAI's ``worker_init_fn`` re-seeds the ``ShuffleBuffer`` but stops there, so th
 draws the same random numbers in every worker and, without persistent workers, the same ones every epoch;
 and neither has a length that matches what the workers yield (each worker batches its own stream, leaving a
 partial batch per worker), while ignite needs the epoch length. Here every epoch and worker gets its own
-seed, derived from the seed PyTorch draws for each ``DataLoader`` iterator (so ``set_determinism`` fixes the
-whole run), each worker keeps only full batches, and ``len()`` is exactly the number of batches per epoch.
+sampling and shuffling seed, derived from the seed PyTorch draws for each ``DataLoader`` iterator (so
+``set_determinism`` fixes the whole run), each worker keeps only full batches, and ``len()`` is exactly the
+number of batches per epoch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 from monai.data import DataLoader, list_data_collate
 from monai.utils import MAX_SEED
 from torch.utils.data import IterableDataset, get_worker_info
+
+from strokeseg.transforms.validation import source_name
 
 __all__ = ["PatchBatchDataset", "PatchBatchLoader", "passthrough"]
 
@@ -48,7 +51,7 @@ class PatchBatchDataset(IterableDataset):
 
     Load it with ``DataLoader(dataset, batch_size=None, collate_fn=passthrough, num_workers=num_workers)``.
 
-    Each epoch (each new iterator): the cases are visited in a random order (split between the workers),
+    Each epoch (each new iterator): the cases are visited in ``case_order`` (split between the workers),
     ``patch_func`` turns each case into ``samples_per_case`` patches, the patches go into a buffer of
     ``buffer_size`` from which they leave in random order, in batches of ``batch_size`` collated with
     ``collate_fn``. A worker's last ``< batch_size`` patches are dropped (as ``drop_last`` does), so every
@@ -89,7 +92,7 @@ class PatchBatchDataset(IterableDataset):
         self.num_workers = int(num_workers)
         self.collate_fn = collate_fn
         self.case_order: list[int] | None = None
-        """Cases of the next epoch, in order (set by :class:`PatchBatchLoader`); ``None``: a random order."""
+        """Cases of the next epoch, in order (:class:`PatchBatchLoader` draws it); ``None``: the data's order."""
 
     def _cases(self) -> int:
         return len(self.data) if self.case_order is None else len(self.case_order)
@@ -101,16 +104,9 @@ class PatchBatchDataset(IterableDataset):
         workers, n = self._workers(), self._cases()
         return sum(len(range(w, n, workers)) * self.samples_per_case // self.batch_size for w in range(workers))
 
-    @property
-    def patches_per_epoch(self) -> int:
-        """Patches that reach the network per epoch (``len(self) * batch_size``)."""
-        return len(self) * self.batch_size
-
     def _case_name(self, case: Any, index: int) -> str:
         image = case.get("image") if isinstance(case, dict) else None
-        meta = getattr(image, "meta", None) or {}
-        name = meta.get("filename_or_obj")
-        return f"case {index} ({name})" if name else f"case {index}"
+        return f"case {index} ({source_name(image)})" if isinstance(image, torch.Tensor) else f"case {index}"
 
     def __iter__(self):
         info = get_worker_info()
@@ -125,11 +121,7 @@ class PatchBatchDataset(IterableDataset):
                 f"PatchBatchDataset was built for num_workers={self.num_workers} but runs in {workers} "
                 "DataLoader worker(s); pass the DataLoader's num_workers so that len() is right"
             )
-        if self.case_order is None:
-            order = list(np.random.RandomState(base % 2**32).permutation(len(self.data)))
-        else:
-            order = list(self.case_order)
-        order = order[worker::workers]
+        order = list(range(len(self.data)) if self.case_order is None else self.case_order)[worker::workers]
         if hasattr(self.patch_func, "set_random_state"):
             self.patch_func.set_random_state(seed=(base + 1 + worker) % MAX_SEED)
         rng = np.random.RandomState((base + 1 + workers + worker) % 2**32)

@@ -397,8 +397,10 @@ def faithful_p3(context: Mapping[str, Any], counts: Sequence[int]) -> dict[str, 
     def precise(inferer):
         return PrecisionInferer(inferer, autocast_bf16=bf16, channels_last=channels_last)
 
+    simple = precise(SimpleInferer())
+
     def precise_network(x, *args, **kwargs):
-        return precise(SimpleInferer())(x, network, *args, **kwargs)
+        return simple(x, network, *args, **kwargs)
 
     empty = precise(SelectedPatchInferer(base, lambda c: torch.zeros(len(c), dtype=torch.bool)))
     selected_inferer = SelectedPatchInferer(base, lambda c: _isin_rows(c, chosen))  # the inferer's origins are ours
