@@ -276,9 +276,10 @@ def profile(bundle: str, out: str = "profile.md", workdir: str | None = None, to
     from strokeseg.bundle.frontdoor import resolve_bundle
 
     folder = resolve_bundle(bundle).root
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)  # before the run, so a bad --out fails at once
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         result = profile_inference(folder, tmp, overrides=overrides, top=as_int(top, "top"))
-    target = Path(out)
     target.write_text(format_profile(result))
     target.with_suffix(".txt").write_text(result["listing"])
     return format_profile(result)

@@ -14,6 +14,7 @@ from strokeseg.transforms.pwi import (
     CTP_CHANNELS,
     BrainZScore,
     BrainZScored,
+    LoadPerfusionMaximumd,
     PerfusionMaximum,
     PerfusionMaximumd,
     StackCTPChannelsd,
@@ -58,6 +59,40 @@ def test_three_d_file_is_a_clear_error_naming_it(tmp_path):
     loaded = LoadImaged("perfusion_4d", image_only=True)({"perfusion_4d": path})
     with pytest.raises(DataError, match=r"CT_MTT\.1\.nii\.gz.*expected the 4-D CT perfusion series"):
         PerfusionMaximumd("perfusion_4d")(loaded)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_load_maximum_equals_load_then_reduce(tmp_path, suffix):
+    series = _series(shape=(6, 5, 3, 7))
+    path = _write(tmp_path / f"SMIR.Brain.XX.O.CT_4DPWI.7{suffix}", series)
+    reference = PerfusionMaximumd("p", names="pwi_max")(LoadImaged("p", image_only=True, dtype=None)({"p": path}))
+    out = LoadPerfusionMaximumd("p", names="pwi_max")({"p": path, "other": 1})
+    assert "p" not in out and out["other"] == 1
+    peak, expected = out["pwi_max"], reference["pwi_max"]
+    assert isinstance(peak, MetaTensor) and peak.shape == (1, 6, 5, 3) and peak.dtype == torch.float32
+    assert peak.is_contiguous()
+    np.testing.assert_array_equal(peak.numpy(), expected.numpy())
+    np.testing.assert_allclose(peak.affine.numpy(), expected.affine.numpy())
+    assert peak.meta["filename_or_obj"] == path and tuple(peak.meta["spatial_shape"]) == (6, 5, 3)
+    # an already loaded series (a tensor) is reduced the same way
+    loaded = LoadImaged("p", image_only=True)({"p": path})
+    np.testing.assert_array_equal(LoadPerfusionMaximumd("p")(loaded)["p"].numpy(), expected.numpy())
+
+
+def test_load_maximum_applies_scaling_and_five_d_files(tmp_path):
+    series = _series()
+    image = nib.Nifti1Image(series[:, :, :, None, :], np.diag([0.8, 0.8, 5.0, 1.0]))
+    image.header.set_slope_inter(0.5, 10.0)
+    path = str(tmp_path / "scaled.nii")
+    nib.save(image, path)
+    out = LoadPerfusionMaximumd("p")({"p": path})["p"]
+    np.testing.assert_allclose(out[0].numpy(), series.max(axis=3) * 0.5 + 10.0)
+
+
+def test_load_maximum_of_a_three_d_file_is_a_clear_error_naming_it(tmp_path):
+    path = _write(tmp_path / "SMIR.Brain.XX.O.CT_MTT.1.nii", _series()[..., 0])
+    with pytest.raises(DataError, match=r"CT_MTT\.1\.nii.*expected the 4-D CT perfusion series"):
+        LoadPerfusionMaximumd("perfusion_4d")({"perfusion_4d": path})
 
 
 def test_brain_z_score_inside_the_mask_only():

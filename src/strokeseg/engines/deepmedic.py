@@ -22,6 +22,7 @@ from monai.transforms import AsDiscreted, Lambdad, Transform
 
 from strokeseg.atomic_io import write_text_atomic
 from strokeseg.errors import DataError
+from strokeseg.postprocessing.argmax import ChannelArgmaxd
 from strokeseg.postprocessing.morphology import FH_RADIUS, BinaryClosingd, fit_closing_iterations
 from strokeseg.postprocessing.thresholds import CurveAccumulator
 
@@ -142,14 +143,14 @@ def discretise_steps(step: str, fitted_file: str | Path | None = None, keys: str
     if step not in STEPS:
         raise ValueError(f"postprocess must be one of {', '.join(STEPS)}, got {step!r}")
     if step == "none":
-        return [AsDiscreted(keys=keys, argmax=True)]
+        return [ChannelArgmaxd(keys=keys)]
     if fitted_file is None:
         raise DataError(f"postprocess {step!r} needs the fitted values file (models/postprocessing.json)")
     values = read_fitted(fitted_file)
     if step in ("tht0", "tht1"):
         return [Lambdad(keys=keys, func=lambda x: x[1:2]), AsDiscreted(keys=keys, threshold=float(values[step]))]
     return [
-        AsDiscreted(keys=keys, argmax=True),
+        ChannelArgmaxd(keys=keys),
         BinaryClosingd(
             keys=keys, radius=int(values.get("fh_radius", FH_RADIUS)), iterations=int(values["fh_iterations"])
         ),

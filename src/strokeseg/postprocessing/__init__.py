@@ -6,6 +6,8 @@ from the submodules).
 - :mod:`~strokeseg.postprocessing.smoothing` — ``SliceMedianSmooth(d)``, the per-slice 2-D median of the
   soft map (seed 002).
 - :mod:`~strokeseg.postprocessing.fusion` — Bayes fusion of instance and pixel probabilities (seed 000).
+- :mod:`~strokeseg.postprocessing.argmax` — ``ChannelArgmax(d)``, ``AsDiscrete(argmax=True)`` without the slow
+  ``torch.argmax`` over a leading channel axis (same indices).
 
 Two steps need no code of ours:
 
