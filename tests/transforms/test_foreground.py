@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.transforms import CropForeground
 
-from strokeseg.transforms.foreground import relative_foreground
+from strokeseg.transforms.foreground import relative_foreground, selection_quantile
 
 
 def _rician(shape: tuple[int, ...], sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -102,3 +102,13 @@ def test_image_beyond_torch_quantile_limit() -> None:
     img, box = _large_case((260, 256, 256), (slice(60, 200), slice(50, 210), slice(40, 220)))
     assert img.numel() > 2**24
     assert torch.equal(relative_foreground(img), box)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 65_537])
+def test_selection_quantile_is_torch_quantile_bit_for_bit(n):
+    values = torch.rand(n, generator=torch.Generator().manual_seed(n)) * 1000.0
+    values[: n // 3] = values[0]  # ties
+    for q in (0.0, 0.01, 0.5, 0.99, 0.999, 1.0):
+        assert torch.equal(selection_quantile(values, q), torch.quantile(values, q)), (n, q)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        selection_quantile(torch.zeros(0), 0.5)

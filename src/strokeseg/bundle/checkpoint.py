@@ -48,6 +48,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, TerminateOnNan
 from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.networks.utils import copy_model_state
 
 from strokeseg.atomic_io import atomic_path, write_text_atomic
 from strokeseg.errors import BundleError, StrokesegError
@@ -103,12 +104,27 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(err).__name__
 
 
+def _torch_load(path: Path, map_location: str | torch.device | None) -> Any:
+    """``torch.load(weights_only=True)``, memory-mapped where the file allows it.
+
+    With ``mmap=True`` the tensors are views of the (privately mapped, copy-on-write) file and are copied once,
+    into the network, instead of twice: 0.045 s instead of 0.09–0.2 s for the GAN's 62 M parameters. A file that
+    cannot be mapped (the legacy non-zip format, or a damaged one) is read the plain way, whose error is reported.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise
+    except Exception:  # not mappable: the plain reader decides (and words the error)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def _read_state(path: Path, map_location: str | torch.device | None) -> dict:
     """``torch.load(path, weights_only=True)`` with one-line errors naming ``path``."""
     if not path.is_file():
         raise BundleError(f"checkpoint {path} not found: train the bundle first or point to an existing model file")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = _torch_load(path, map_location)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         if found is None:
@@ -158,6 +174,8 @@ class StrictCheckpointLoader(CheckpointLoader):
     ``max_epochs``, or an object of ``load_dict`` that the checkpoint lacks."""
 
     def __call__(self, engine: Engine) -> None:
+        # MONAI's CheckpointLoader.__call__ reads the file itself, so calling it after the checks here would read
+        # every checkpoint twice (0.2 s per GAN inference); its steps are repeated on the state read once.
         path = Path(self.load_path)
         checkpoint = _read_state(path, self.map_location)
         if len(self.load_dict) > 1:
@@ -167,16 +185,18 @@ class StrictCheckpointLoader(CheckpointLoader):
                     f"checkpoint {path} has no {absent} (it holds {sorted(checkpoint)}): was it written by "
                     "another bundle or configuration?"
                 )
+        first = next(iter(self.load_dict))
+        if len(self.load_dict) == 1 and first not in checkpoint:  # a plain state_dict of the one object
+            checkpoint = {first: checkpoint}
+        if not self.strict_shape:
+            for name, obj in list(self.load_dict.items()):
+                if isinstance(obj, torch.nn.Module):
+                    checkpoint[name] = copy_model_state(obj, checkpoint, inplace=False)[0]
+                else:
+                    self.load_dict.pop(name)  # as MONAI: with strict_shape False only networks are loaded
         max_epochs = engine.state.max_epochs
         try:
-            super().__call__(engine)
-        except ValueError as err:
-            if "max_epochs" not in str(err):
-                raise
-            raise BundleError(
-                f"checkpoint {path} is from epoch {engine.state.epoch}, beyond epochs={max_epochs} of "
-                "this run: raise epochs to train on, or pass --resume false to start again"
-            ) from err
+            Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
         except (RuntimeError, KeyError) as err:
             details = []
             for name, obj in self.load_dict.items():
@@ -187,6 +207,13 @@ class StrictCheckpointLoader(CheckpointLoader):
                 f"checkpoint {path} does not fit this bundle's objects {list(self.load_dict)} "
                 f"(was it trained with another network or configuration?): {'; '.join(details) or _first_line(err)}"
             ) from err
+        if max_epochs is not None and engine.state.epoch > max_epochs:
+            raise BundleError(
+                f"checkpoint {path} is from epoch {engine.state.epoch}, beyond epochs={max_epochs} of "
+                "this run: raise epochs to train on, or pass --resume false to start again"
+            )
+        engine.state.max_epochs = max_epochs  # a loaded engine state must not change this run's epochs
+        self.logger.info(f"Restored all variables from {self.load_path}")
 
 
 # ------------------------------------------------------------------------------------------------- saving

@@ -104,18 +104,19 @@ def find_small_candidates(
     structure[1] = ndimage.generate_binary_structure(2, connectivity)
     foreground = np.moveaxis(volume > threshold, -1, 0)  # (D, H, W): labels numbered slice by slice
     labels, count = ndimage.label(foreground, structure=structure)
-    z, row, col = np.nonzero(labels)
-    ids = labels[z, row, col]
-    size = np.bincount(ids, minlength=count + 1)[1:]
+    size = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     keep = np.flatnonzero(size < max_size)
-
-    # Centroids from int64 coordinate sums (no narrow integer type anywhere); the slice of a component is
-    # the mean of identical integers, hence exact.
-    sums = np.stack([np.bincount(ids, weights=c, minlength=count + 1)[1:] for c in (z, row, col)], axis=1)
-    means = sums[keep] / np.maximum(size[keep], 1)[:, None]
     relabel = np.zeros(count + 1, dtype=np.int32)
     relabel[keep + 1] = np.arange(1, keep.size + 1, dtype=np.int32)
-    label_map = np.ascontiguousarray(np.moveaxis(relabel[labels], 0, -1))
+    small = relabel[labels]
+    # Only the candidates' pixels are listed (an untrained or poor EDD Net can put half the volume above the
+    # threshold in a few large components). Centroids from exact float64 sums of integer coordinates; the slice
+    # of a component is the mean of identical integers, hence exact.
+    z, row, col = np.nonzero(small)
+    ids = small[z, row, col]
+    sums = np.stack([np.bincount(ids, weights=c, minlength=keep.size + 1)[1:] for c in (z, row, col)], axis=1)
+    means = sums / np.maximum(size[keep], 1)[:, None]
+    label_map = np.ascontiguousarray(np.moveaxis(small, 0, -1))
     return SmallCandidates(
         label_map=label_map,
         slice_index=np.rint(means[:, 0]).astype(np.int64),
