@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import AsDiscreted, MeanEnsembled, MedianSmooth
@@ -56,3 +57,22 @@ def test_mean_ensembled_averages_fold_maps_then_asdiscreted_thresholds():
     torch.testing.assert_close(out["pred"].as_tensor(), expected)
     binary = AsDiscreted(keys="pred", threshold=0.5)(out)["pred"]
     torch.testing.assert_close(binary.as_tensor(), (expected >= 0.5).float())
+
+
+@pytest.mark.parametrize("shape", [(1, 24, 20, 5), (2, 9, 7, 3), (1, 12, 11)])
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_median_threshold_is_the_median_then_the_threshold(shape, radius):
+    from monai.transforms import AsDiscrete
+
+    from strokeseg.postprocessing.smoothing import SliceMedianThreshold, SliceMedianThresholdd
+
+    generator = torch.Generator().manual_seed(len(shape) + radius)
+    soft = MetaTensor(torch.rand(*shape, generator=generator).round(decimals=1), affine=torch.eye(4))  # ties at t
+    for threshold in (0.5, 0.3):
+        smoothed = SliceMedianSmooth(radius=radius)(soft) if radius else soft
+        expected = AsDiscrete(threshold=threshold)(smoothed)
+        out = SliceMedianThreshold(threshold, radius)(soft)
+        assert isinstance(out, MetaTensor) and out.dtype == expected.dtype and out.shape == soft.shape
+        assert torch.equal(out.as_tensor(), expected.as_tensor()), threshold
+    data = SliceMedianThresholdd("pred", threshold=0.5, radius=radius)({"pred": soft})
+    assert torch.equal(data["pred"].as_tensor(), SliceMedianThreshold(0.5, radius)(soft).as_tensor())

@@ -91,6 +91,15 @@ def test_deterministic_and_cached(moved_case, tmp_path):
     assert torch.equal(a, c) and len(list(tmp_path.glob("*.json"))) == 1
     d = SymmetricModalitiesd(keys="image", iterations=20, cache_dir=tmp_path)({"image": img})["image"]
     assert torch.equal(c, d)  # read back from the cache file
+    threads = torch.get_num_threads()
+    try:  # one mirror thread per channel or all in one: the same volume
+        torch.set_num_threads(1)
+        serial = cached(img)
+        torch.set_num_threads(max(2, threads))
+        threaded = cached(img)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial, threaded) and torch.equal(serial, c)
 
 
 def test_left_right_axis_from_affine():

@@ -6,6 +6,11 @@ MONAI's ``MedianSmooth`` with radius ``(r, r, 0)`` is exactly a per-slice 2-D me
 one shifted copy of the volume per kernel element (25 for 5 × 5), so this transform runs the same MONAI
 ``MedianFilter`` layer on chunks of slices along the last axis: exact for a per-slice filter, and the
 peak memory is bounded by the chunk.
+
+Where only the thresholded mask is wanted (no soft map saved), :class:`SliceMedianThreshold` gives
+``median >= t`` without any median: of the ``(2r+1)²`` (an odd count) window values, the median is ``>= t``
+exactly when more than half of them are, so a box count of ``x >= t`` decides, at a fraction of the cost
+(0.28 s for the median of a 256 × 256 × 22 map on a 2-core Xeon).
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.networks.layers import MedianFilter
 from monai.transforms import MapTransform, MedianSmooth, Transform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["MEDIAN_RADIUS", "SliceMedianSmooth", "SliceMedianSmoothd"]
+__all__ = ["MEDIAN_RADIUS", "SliceMedianSmooth", "SliceMedianSmoothd", "SliceMedianThreshold", "SliceMedianThresholdd"]
 
 # seed 002 leaves the kernel size unstated; a 5 × 5 window (radius 2) is the assumption of method-msdcnn.md
 MEDIAN_RADIUS = 2
@@ -79,4 +85,60 @@ class SliceMedianSmoothd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.smooth(d[key])
+        return d
+
+
+class SliceMedianThreshold(Transform):
+    """``AsDiscrete(threshold=t)`` of :class:`SliceMedianSmooth`'s output, computed by counting: the same mask.
+
+    A voxel is 1 where at least ``((2r+1)² + 1) / 2`` of its in-plane window's values (replicate padding, as
+    ``MedianFilter``) are ``>= threshold``, which is exactly ``median >= threshold``. ``radius`` 0 is a plain
+    threshold. MetaTensor in ⇒ MetaTensor out; the output is float32 0 / 1, as ``AsDiscrete``'s.
+
+    Args:
+        threshold: lesion where the median of the window is ``>= threshold``.
+        radius: in-plane radius ``r`` (kernel ``2r+1``).
+    """
+
+    backend = MedianSmooth.backend
+
+    def __init__(self, threshold: float, radius: int = MEDIAN_RADIUS) -> None:
+        if radius < 0:
+            raise ValueError(f"need radius >= 0, got {radius}.")
+        self.threshold = float(threshold)
+        self.radius = int(radius)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args: img: soft map ``(C, H, W[, D])``."""
+        if img.ndim not in (3, 4):
+            raise ValueError(f"SliceMedianThreshold expects (C, H, W) or (C, H, W, D), got shape {tuple(img.shape)}.")
+        x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+        above = x.float().ge(self.threshold).float()
+        if self.radius == 0:
+            return convert_to_dst_type(above, img, dtype=torch.float32)[0]
+        r, k = self.radius, 2 * self.radius + 1
+        planes = above if x.ndim == 3 else above.movedim(-1, 1)  # (C, H, W) or (C, D, H, W)
+        shape = planes.shape
+        flat = planes.reshape(-1, 1, *shape[-2:])
+        counts = F.conv2d(F.pad(flat, (r, r, r, r), mode="replicate"), torch.ones(1, 1, k, k, dtype=flat.dtype))
+        mask = counts.reshape(shape).ge((k * k + 1) // 2).float()  # counts are exact small integers in float32
+        out = mask if x.ndim == 3 else mask.movedim(1, -1)
+        return convert_to_dst_type(out.contiguous(), img, dtype=torch.float32)[0]
+
+
+class SliceMedianThresholdd(MapTransform):
+    """Dictionary version of :class:`SliceMedianThreshold`."""
+
+    backend = SliceMedianThreshold.backend
+
+    def __init__(
+        self, keys: KeysCollection, threshold: float, radius: int = MEDIAN_RADIUS, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.decide = SliceMedianThreshold(threshold=threshold, radius=radius)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.decide(d[key])
         return d

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -296,14 +297,21 @@ class SymmetricModalities(Transform):
         # Voxel map original -> mirrored volume: i_m = S^-1 (R S i + offset).
         matrix = rigid.matrix * spacing[None, :] / spacing[:, None]
         offset = rigid.offset / spacing
-        mirrored = np.stack(
-            [
-                ndimage.affine_transform(
-                    np.flip(channel, axis=lr_axis), matrix, offset=offset, order=1, mode="constant", cval=0.0
-                )
-                for channel in volume
-            ]
-        ).astype(np.float32, copy=False)
+
+        def mirror(channel: np.ndarray) -> np.ndarray:
+            flipped = np.flip(channel, axis=lr_axis)
+            return ndimage.affine_transform(flipped, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+
+        # scipy's resampling releases the GIL: one thread per channel, up to torch's thread count (1 inside
+        # DataLoader workers), halves the mirror step on 2 cores (1.67 s -> 0.90 s for 4 SISS channels);
+        # the result is the same array.
+        workers = max(1, min(len(volume), torch.get_num_threads()))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                channels = list(pool.map(mirror, volume))
+        else:
+            channels = [mirror(channel) for channel in volume]
+        mirrored = np.stack(channels).astype(np.float32, copy=False)
         out = torch.cat([torch.as_tensor(volume), torch.from_numpy(mirrored)], dim=0)
         if isinstance(img, MetaTensor):
             result = MetaTensor(out)
