@@ -308,6 +308,7 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
         "end-to-end s",
         "P2",
         f"end-to-end s/{unit}",
+        "first run s",
     ]
     if anchor:
         header.append(anchor.get("column", anchor["value_key"]))
@@ -322,6 +323,7 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
             v["end_to_end_median_s"],
             v["p2"],
             v["end_to_end_seconds_per_item"],
+            v.get("end_to_end_first_s", "–"),
         ]
         if anchor:
             row.append(v.get(anchor["value_key"]))
