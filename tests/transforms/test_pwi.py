@@ -95,6 +95,13 @@ def test_load_maximum_of_a_three_d_file_is_a_clear_error_naming_it(tmp_path):
         LoadPerfusionMaximumd("perfusion_4d")({"perfusion_4d": path})
 
 
+def test_load_maximum_of_a_corrupt_file_is_a_clear_error_naming_it(tmp_path):
+    path = tmp_path / "SMIR.Brain.XX.O.CT_4DPWI.9.nii"
+    path.write_bytes(b"not a nifti file at all" * 20)
+    with pytest.raises(DataError, match=r"CT_4DPWI\.9\.nii: cannot be read as a NIfTI perfusion series"):
+        LoadPerfusionMaximumd("perfusion_4d")({"perfusion_4d": str(path)})
+
+
 def test_brain_z_score_inside_the_mask_only():
     img = torch.tensor([[[1.0, 2.0], [3.0, 50.0]], [[0.0, 4.0], [8.0, -9.0]]])  # (2, 2, 2)
     mask = torch.tensor([[1, 1], [1, 0]])

@@ -174,10 +174,20 @@ class LoadPerfusionMaximumd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             value = d[key]
-            d[self.names[key]] = self.reduce(value) if isinstance(value, torch.Tensor) else self.load(value)
+            d[self.names[key]] = self.reduce(value) if isinstance(value, torch.Tensor) else self._load(value)
             if self.names[key] != key:
                 del d[key]
         return d
+
+
+    def _load(self, path: object) -> torch.Tensor:
+        try:
+            return self.load(path)
+        except DataError:
+            raise
+        except Exception as err:  # nibabel / MONAI raise several types for truncated or foreign files
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(f"{path}: cannot be read as a NIfTI perfusion series (CT_4DPWI): {first}") from err
 
 
 class BrainZScore(Transform):
