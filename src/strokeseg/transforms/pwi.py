@@ -179,7 +179,6 @@ class LoadPerfusionMaximumd(MapTransform):
                 del d[key]
         return d
 
-
     def _load(self, path: object) -> torch.Tensor:
         try:
             return self.load(path)
