@@ -376,6 +376,7 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert fp32["p1"] == pytest.approx(fp32["effective_gflops"] / 40.0, rel=0.05)
     assert fp32["p2"] == pytest.approx(fp32["end_to_end_median_s"] / fp32["bare_forward_median_s"], rel=0.01)
     assert fp32["written"] == [f"{case['name']}/{case['name']}_seg.nii.gz"]
+    assert len(fp32["end_to_end_s"]) == 1 and fp32["end_to_end_first_s"] > 0  # an untimed warm run first
     assert "no channels_last knob" in record["skipped_variants"]["fp32_channels_last"]
     assert record["training"]["p4"] > 0 and record["training"]["batch_image_shape"][0] >= 1
     rows = collect_ratios({"bundles": {"tiny": record}})
@@ -453,3 +454,25 @@ def test_bench_cli_repeats_and_variants_reach_every_bundle(tmp_path: Path, monke
     assert seen["bundle_options"] == {"overrides": {"train_precision": "bf16"}}  # config ids reach the bundles
     with pytest.raises(KnobError, match="repeats"):
         bench(bundles="stroke_ctp_msdcnn", out=str(tmp_path / "b.json"), repeats=0)
+
+
+@pytest.mark.parametrize(("threshold", "iterations"), [(30.0, 4), (0.0, 3)])
+def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypatch, threshold, iterations):
+    """Two warm-up iterations, then one from the pipeline and one in memory (quick: one repeat each)."""
+    from monai.engines import SupervisedTrainer
+
+    import strokeseg.bench.bundle as bench_module
+
+    calls = []
+    real = SupervisedTrainer._iteration
+    monkeypatch.setattr(
+        SupervisedTrainer, "_iteration", lambda self, engine, batch: calls.append(1) or real(self, engine, batch)
+    )
+    monkeypatch.setattr(bench_module, "SECOND_WARM_UP_BELOW_S", threshold)
+    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
+    machine = {"bf16_supported": False, "bf16_reason": "mocked"}
+    record = bench_bundle(
+        fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False, variants="default"
+    )
+    assert len(record["training"]["pipeline_iteration_s"]) == 1 and len(calls) == iterations

@@ -723,3 +723,22 @@ def test_every_torch_load_in_src_is_weights_only() -> None:
             if "weights_only=True" not in text[match.end() : end]:
                 offenders.append(f"{path.relative_to(src)}:{text.count(chr(10), 0, match.start()) + 1}")
     assert not offenders, f"torch.load without weights_only=True: {offenders}"
+
+
+def test_strict_loader_reads_a_fitting_checkpoint_once(tmp_path: Path, monkeypatch) -> None:
+    source = _net()
+    path = tmp_path / "model.pt"
+    torch.save(source.state_dict(), path)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    target = _net()
+    _engine_with_loader(path, target).run([0], max_epochs=1)
+    assert _same_weights(source, target) and len(reads) == 1
+
+
+def test_a_legacy_format_checkpoint_is_read_without_memory_map(tmp_path: Path) -> None:
+    source = _net()
+    path = tmp_path / "legacy.pt"
+    torch.save(source.state_dict(), path, _use_new_zipfile_serialization=False)  # cannot be memory-mapped
+    assert _same_weights(source, load_network_state(_net(), path))

@@ -19,6 +19,7 @@ from strokeseg.transforms.pwi import (
     PerfusionMaximumd,
     StackCTPChannelsd,
 )
+from strokeseg.transforms.validation import CheckNiftiHeadersd
 
 
 def _write(path, array):
@@ -98,8 +99,13 @@ def test_load_maximum_of_a_three_d_file_is_a_clear_error_naming_it(tmp_path):
 def test_load_maximum_of_a_corrupt_file_is_a_clear_error_naming_it(tmp_path):
     path = tmp_path / "SMIR.Brain.XX.O.CT_4DPWI.9.nii"
     path.write_bytes(b"not a nifti file at all" * 20)
-    with pytest.raises(DataError, match=r"CT_4DPWI\.9\.nii: cannot be read as a NIfTI perfusion series"):
-        LoadPerfusionMaximumd("perfusion_4d")({"perfusion_4d": str(path)})
+    # what the GAN's configs run: the shared header check, then the loader
+    check = CheckNiftiHeadersd("perfusion_4d", ndim=4)
+    with pytest.raises(DataError, match=r"CT_4DPWI\.9\.nii: is not a NIfTI file"):
+        LoadPerfusionMaximumd("perfusion_4d")(check({"perfusion_4d": str(path)}))
+    single = _write(tmp_path / "one_time_point.nii", _series()[..., :1])  # a series of one time point passes
+    out = LoadPerfusionMaximumd("p")(CheckNiftiHeadersd("p", ndim=4)({"p": single}))["p"]
+    np.testing.assert_array_equal(out[0].numpy(), _series()[..., 0])
 
 
 def test_brain_z_score_inside_the_mask_only():

@@ -271,6 +271,7 @@ def test_dimensionality_volume_versus_series(tmp_path: Path) -> None:
         read_nifti_header(volume, ndim=4)
     assert read_nifti_header(series, ndim=4).shape == (6, 5, 4, 7)
     assert read_nifti_header(single, ndim=3).grid_shape == (6, 5, 4)
+    assert read_nifti_header(single, ndim=4).shape == (6, 5, 4, 1)  # a series of one time point
     flat = tmp_path / "flat2d.nii"
     nib.save(nib.Nifti1Image(np.ones((6, 5), dtype=np.float32), np.eye(4)), str(flat))
     with pytest.raises(DataError, match=r"flat2d\.nii: is 2-D"):

@@ -48,7 +48,6 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, TerminateOnNan
 from monai.handlers import CheckpointLoader, CheckpointSaver
-from monai.networks.utils import copy_model_state
 
 from strokeseg.atomic_io import atomic_path, write_text_atomic
 from strokeseg.errors import BundleError, StrokesegError
@@ -174,46 +173,41 @@ class StrictCheckpointLoader(CheckpointLoader):
     ``max_epochs``, or an object of ``load_dict`` that the checkpoint lacks."""
 
     def __call__(self, engine: Engine) -> None:
-        # MONAI's CheckpointLoader.__call__ reads the file itself, so calling it after the checks here would read
-        # every checkpoint twice (0.2 s per GAN inference); its steps are repeated on the state read once.
-        path = Path(self.load_path)
-        checkpoint = _read_state(path, self.map_location)
-        if len(self.load_dict) > 1:
-            absent = [name for name in self.load_dict if name not in checkpoint]
-            if absent:
-                raise BundleError(
-                    f"checkpoint {path} has no {absent} (it holds {sorted(checkpoint)}): was it written by "
-                    "another bundle or configuration?"
-                )
-        first = next(iter(self.load_dict))
-        if len(self.load_dict) == 1 and first not in checkpoint:  # a plain state_dict of the one object
-            checkpoint = {first: checkpoint}
-        if not self.strict_shape:
-            for name, obj in list(self.load_dict.items()):
-                if isinstance(obj, torch.nn.Module):
-                    checkpoint[name] = copy_model_state(obj, checkpoint, inplace=False)[0]
-                else:
-                    self.load_dict.pop(name)  # as MONAI: with strict_shape False only networks are loaded
+        # MONAI reads and loads the file, once; only when that fails is it read again (_read_state) to say in one
+        # line what is wrong. (Checking first and then calling MONAI read every checkpoint twice.)
         max_epochs = engine.state.max_epochs
         try:
-            Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
-        except (RuntimeError, KeyError) as err:
-            details = []
-            for name, obj in self.load_dict.items():
-                if isinstance(obj, torch.nn.Module):
-                    state = checkpoint[name] if isinstance(checkpoint.get(name), dict) else checkpoint
-                    details.append(f"{name}: {describe_mismatch(obj, state)}")
-            raise BundleError(
-                f"checkpoint {path} does not fit this bundle's objects {list(self.load_dict)} "
-                f"(was it trained with another network or configuration?): {'; '.join(details) or _first_line(err)}"
-            ) from err
-        if max_epochs is not None and engine.state.epoch > max_epochs:
-            raise BundleError(
+            super().__call__(engine)
+        except Exception as err:
+            raise self._diagnose(engine, max_epochs, err) from err
+
+    def _diagnose(self, engine: Engine, max_epochs: int | None, err: Exception) -> Exception:
+        """The one-line error for a failed load (``err`` itself when the checkpoint is not to blame)."""
+        path = Path(self.load_path)
+        if isinstance(err, ValueError) and "max_epochs" in str(err):
+            return BundleError(
                 f"checkpoint {path} is from epoch {engine.state.epoch}, beyond epochs={max_epochs} of "
                 "this run: raise epochs to train on, or pass --resume false to start again"
             )
-        engine.state.max_epochs = max_epochs  # a loaded engine state must not change this run's epochs
-        self.logger.info(f"Restored all variables from {self.load_path}")
+        checkpoint = _read_state(path, self.map_location)  # raises for a missing, unreadable or pickled file
+        if len(self.load_dict) > 1:
+            absent = [name for name in self.load_dict if name not in checkpoint]
+            if absent:
+                return BundleError(
+                    f"checkpoint {path} has no {absent} (it holds {sorted(checkpoint)}): was it written by "
+                    "another bundle or configuration?"
+                )
+        if not isinstance(err, (RuntimeError, KeyError)):
+            return err
+        details = []
+        for name, obj in self.load_dict.items():
+            if isinstance(obj, torch.nn.Module):
+                state = checkpoint[name] if isinstance(checkpoint.get(name), dict) else checkpoint
+                details.append(f"{name}: {describe_mismatch(obj, state)}")
+        return BundleError(
+            f"checkpoint {path} does not fit this bundle's objects {list(self.load_dict)} "
+            f"(was it trained with another network or configuration?): {'; '.join(details) or _first_line(err)}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- saving

@@ -31,6 +31,13 @@ __all__ = ["MEDIAN_RADIUS", "SliceMedianSmooth", "SliceMedianSmoothd", "SliceMed
 MEDIAN_RADIUS = 2
 
 
+def _soft_map(img: NdarrayOrTensor, who: str) -> torch.Tensor:
+    """``img`` ``(C, H, W[, D])`` as a plain float tensor, or a ``ValueError`` naming ``who``."""
+    if img.ndim not in (3, 4):
+        raise ValueError(f"{who} expects (C, H, W) or (C, H, W, D), got shape {tuple(img.shape)}.")
+    return (img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)).float()
+
+
 class SliceMedianSmooth(Transform):
     """Median filter of each axial slice of a channel-first map ``(C, H, W[, D])``.
 
@@ -52,10 +59,7 @@ class SliceMedianSmooth(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Args: img: soft map ``(C, H, W[, D])``."""
-        if img.ndim not in (3, 4):
-            raise ValueError(f"SliceMedianSmooth expects (C, H, W) or (C, H, W, D), got shape {tuple(img.shape)}.")
-        x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-        x = x.float()
+        x = _soft_map(img, "SliceMedianSmooth")
         if img.ndim == 3:
             out = MedianFilter((self.radius, self.radius), spatial_dims=2)(x)
         else:
@@ -110,10 +114,8 @@ class SliceMedianThreshold(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Args: img: soft map ``(C, H, W[, D])``."""
-        if img.ndim not in (3, 4):
-            raise ValueError(f"SliceMedianThreshold expects (C, H, W) or (C, H, W, D), got shape {tuple(img.shape)}.")
-        x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-        above = x.float().ge(self.threshold).float()
+        x = _soft_map(img, "SliceMedianThreshold")
+        above = x.ge(self.threshold).float()
         if self.radius == 0:
             return convert_to_dst_type(above, img, dtype=torch.float32)[0]
         r, k = self.radius, 2 * self.radius + 1

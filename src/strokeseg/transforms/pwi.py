@@ -107,10 +107,14 @@ class PerfusionMaximumd(MapTransform):
         self.names = dict(zip(self.keys, names, strict=True))
         self.reduce = PerfusionMaximum()
 
+    def peak(self, value: torch.Tensor) -> torch.Tensor:
+        """PWI_max of one value (a loaded series)."""
+        return self.reduce(value)
+
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.names[key]] = self.reduce(d[key])
+            d[self.names[key]] = self.peak(d[key])
             if self.names[key] != key:
                 del d[key]
         return d
@@ -145,12 +149,14 @@ class PerfusionMaximumReader(NibabelReader):
         return super().get_data(peaks if isinstance(img, (list, tuple)) else peaks[0])
 
 
-class LoadPerfusionMaximumd(MapTransform):
+class LoadPerfusionMaximumd(PerfusionMaximumd):
     """Load perfusion series as their maximum over time: path → ``(1, X, Y, Z)`` float32 ``MetaTensor``.
 
     ``LoadImage`` with :class:`PerfusionMaximumReader` and a channel axis added; the result equals
     ``LoadImaged`` followed by :class:`PerfusionMaximumd`, without the copy of the whole 4-D series. Already
-    loaded values (tensors) are reduced with :class:`PerfusionMaximum`.
+    loaded values (tensors) are reduced as :class:`PerfusionMaximumd` does. Check the files' headers first, as
+    for every image (``CheckNiftiHeadersd`` with ``ndim`` 4 for the series): a truncated or foreign file is
+    refused there, in one line naming it.
 
     Args:
         keys: datalist keys holding the series' paths (``perfusion_4d``).
@@ -160,33 +166,13 @@ class LoadPerfusionMaximumd(MapTransform):
     def __init__(
         self, keys: KeysCollection, names: KeysCollection | None = None, allow_missing_keys: bool = False
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        names = self.keys if names is None else ((names,) if isinstance(names, str) else tuple(names))
-        if len(names) != len(self.keys):
-            raise ValueError(f"names must give one key per key: {self.keys} vs {names}")
-        self.names = dict(zip(self.keys, names, strict=True))
+        super().__init__(keys, names, allow_missing_keys)
         self.load = LoadImage(
             reader=PerfusionMaximumReader(), image_only=True, dtype=np.float32, ensure_channel_first=True
         )
-        self.reduce = PerfusionMaximum()
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            value = d[key]
-            d[self.names[key]] = self.reduce(value) if isinstance(value, torch.Tensor) else self._load(value)
-            if self.names[key] != key:
-                del d[key]
-        return d
-
-    def _load(self, path: object) -> torch.Tensor:
-        try:
-            return self.load(path)
-        except DataError:
-            raise
-        except Exception as err:  # nibabel / MONAI raise several types for truncated or foreign files
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"{path}: cannot be read as a NIfTI perfusion series (CT_4DPWI): {first}") from err
+    def peak(self, value: object) -> torch.Tensor:
+        return super().peak(value) if isinstance(value, torch.Tensor) else self.load(value)
 
 
 class BrainZScore(Transform):

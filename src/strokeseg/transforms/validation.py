@@ -119,7 +119,8 @@ def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = 
 
     Args:
         path: the file.
-        ndim: ``3`` for a volume (a 4-D file with one volume counts as 3-D), ``4`` for a series.
+        ndim: ``3`` for a volume (a 4-D file with one volume counts as 3-D), ``4`` for a series (4 or more
+            axes, a single time point included).
         max_voxels: largest accepted number of voxels.
 
     Raises:
@@ -199,7 +200,7 @@ def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = 
         )
     if ndim == 3 and len(shape) < 3:
         raise DataError(f"{path}: is {len(shape)}-D (shape {_shape_text(shape)}); a 3-D volume is expected")
-    if ndim == 4 and not series:
+    if ndim == 4 and len(shape) < 4:  # a series of one time point (X, Y, Z, 1) is still a series file
         raise DataError(f"{path}: holds a single volume (shape {_shape_text(shape)}); a 4-D series is expected")
     return NiftiInfo(path=path, shape=shape, affine=affine, spacing=spacing)  # type: ignore[arg-type]
 
