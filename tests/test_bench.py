@@ -63,11 +63,19 @@ def test_edd_flops_are_linear_in_the_slice_batch():
 def test_cpuinfo_parsing_and_bf16_decision():
     assert cpu_model(CPUINFO_AVX2) == "Test CPU 9000"
     assert cpu_flags(CPUINFO_AVX2) == {"fpu", "sse2", "avx", "fma", "avx2"}
-    supported, reason = bf16_support(CPUINFO_AVX2)
+    supported, reason = bf16_support(CPUINFO_AVX2, environ={})
     assert not supported and "avx2" in reason
     if torch.backends.mkldnn.is_available():
-        supported, reason = bf16_support(CPUINFO_AMX)
+        supported, reason = bf16_support(CPUINFO_AMX, environ={})
         assert supported and "amx_bf16" in reason and "avx512_bf16" in reason
+        # oneDNN capped below bf16 emulates it even with the flags; ONEDNN_ wins over the older DNNL_ name
+        supported, reason = bf16_support(CPUINFO_AMX, environ={"ONEDNN_MAX_CPU_ISA": "avx2"})
+        assert not supported and "ONEDNN_MAX_CPU_ISA=avx2" in reason
+        assert not bf16_support(CPUINFO_AMX, environ={"DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI"})[0]
+        env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "DNNL_MAX_CPU_ISA": "AVX2"}
+        assert bf16_support(CPUINFO_AMX, environ=env)[0]
+        assert bf16_support(CPUINFO_AMX, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})[0]
+        assert not bf16_support(CPUINFO_AVX2, environ={"ONEDNN_MAX_CPU_ISA": "ALL"})[0]
     assert cpu_flags("") == set()
 
 
@@ -187,7 +195,8 @@ def _check_common(data: dict, out: Path) -> None:
     machine = data["machine"]
     assert machine["usable_cores"] >= 1 and machine["torch_threads"] == machine["usable_cores"]
     assert isinstance(machine["bf16_supported"], bool) and machine["bf16_reason"]
-    assert machine["cpu_model"]
+    assert machine["cpu_model"] and machine["aten_cpu_capability"]
+    assert "ATen CPU capability" in out.with_suffix(".md").read_text()
     peak = data["peak"]
     assert peak["conv2d_fp32"]["gflops"] > 0 and peak["conv3d_fp32"]["gflops"] > 0
     assert (peak["conv2d_bf16"] is None) == (not machine["bf16_supported"])

@@ -30,6 +30,8 @@ def test_spellings_and_refusals():
 def test_auto_follows_the_cpu_flags(monkeypatch):
     import strokeseg.bench.machine as machine
 
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     for cpuinfo, native in ((CPUINFO_AVX2, False), (CPUINFO_AMX, True)):
         monkeypatch.setattr(machine, "_read_cpuinfo", lambda text=cpuinfo: text)
         monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
@@ -37,6 +39,9 @@ def test_auto_follows_the_cpu_flags(monkeypatch):
         assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
         assert use_bf16("auto", torch.device("cpu")) is native
         assert use_bf16("fp32", "cpu") is False and use_bf16("bf16", "cpu") is True
+    # the flags are there, but oneDNN was told to stop at AVX2: auto must not pick emulated bf16
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert native_bf16("cpu")[0] is False and resolve_precision("auto", "cpu") == "fp32"
 
 
 def test_auto_on_cuda_asks_torch(monkeypatch):

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_flags", "cpu_model", "usable_cores", "bf16_support", "machine_info", "load_average"]
+__all__ = ["cpu_flags", "cpu_model", "usable_cores", "bf16_support", "onednn_isa_cap", "machine_info", "load_average"]
 
 #: instruction-set flags of /proc/cpuinfo that decide how fast convolutions can be
 RELEVANT_FLAGS = ("fma", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 #: flags that give native bfloat16 arithmetic (oneDNN uses them for bf16 convolutions)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: oneDNN's instruction-set caps (``ONEDNN_MAX_CPU_ISA``, formerly ``DNNL_MAX_CPU_ISA``) below its first bf16 one
+#: (``AVX512_CORE_BF16``): under them oneDNN emulates bf16 even on a CPU with the flags (oneDNN's
+#: "CPU Dispatcher Control" documentation; measured on an AMX Xeon with ``AVX2``: bf16 convolutions 9 GFLOP/s
+#: against 84 in fp32)
+ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def _cpuinfo_field(name: str, cpuinfo: str | None = None) -> str | None:
@@ -52,20 +58,43 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def bf16_support(cpuinfo: str | None = None) -> tuple[bool, str]:
+def onednn_isa_cap(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The instruction-set cap oneDNN obeys, as ``(variable, value)``, or ``None`` when none is set.
+
+    ``ONEDNN_MAX_CPU_ISA`` wins over the older ``DNNL_MAX_CPU_ISA``, as in oneDNN.
+
+    Args:
+        environ: the environment (``os.environ`` when ``None``).
+    """
+    env = os.environ if environ is None else environ
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = env.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def bf16_support(cpuinfo: str | None = None, environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
     """Whether bfloat16 convolutions run natively on this CPU, and why (or why not).
 
-    Native means a CPU flag of :data:`BF16_FLAGS`; without one oneDNN emulates bf16 through fp32, which is slower
-    than fp32 and would make a bf16 measurement meaningless. torch's own check
-    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is reported alongside where it exists.
+    Native means a CPU flag of :data:`BF16_FLAGS` and no oneDNN instruction-set cap below bf16
+    (:data:`ISA_CAPS_WITHOUT_BF16`); otherwise oneDNN emulates bf16 through fp32, which is slower than fp32 and
+    would make a bf16 measurement meaningless.
 
     Args:
         cpuinfo: text of ``/proc/cpuinfo`` (read from the system when ``None``).
+        environ: the environment, for oneDNN's cap (``os.environ`` when ``None``).
     """
     flags = cpu_flags(cpuinfo)
     native = sorted(flags.intersection(BF16_FLAGS))
     if not torch.backends.mkldnn.is_available():
         return False, "torch was built without oneDNN (mkldnn)"
+    cap = onednn_isa_cap(environ)
+    if native and cap is not None and cap[1].upper() in ISA_CAPS_WITHOUT_BF16:
+        return False, (
+            f"CPU flags {', '.join(native)}, but {cap[0]}={cap[1]} caps oneDNN below AVX512_CORE_BF16; "
+            "bf16 would be emulated through fp32"
+        )
     if native:
         return True, f"CPU flags {', '.join(native)}"
     have = [f for f in ("avx512f", "avx2") if f in flags]
@@ -99,6 +128,9 @@ def machine_info() -> dict:
         "bf16_supported": supported,
         "bf16_reason": reason,
         "torch_mkldnn_bf16_check": bool(torch_check()) if torch_check is not None else None,
+        # the vector code ATen dispatches to (ATEN_CPU_CAPABILITY can lower it) and oneDNN's cap, if any
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa_cap": "=".join(cap) if (cap := onednn_isa_cap()) else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

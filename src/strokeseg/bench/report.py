@@ -197,10 +197,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def _machine_lines(machine: dict[str, Any], load_end: Any) -> list[str]:
     bf16 = "yes" if machine["bf16_supported"] else "no"
+    isa = f"ATen CPU capability {machine.get('aten_cpu_capability') or 'unknown'}"
+    if machine.get("onednn_isa_cap"):
+        isa += f", oneDNN capped by {machine['onednn_isa_cap']}"
     return [
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, torch threads "
-        f"{machine['torch_threads']}, flags {', '.join(machine['cpu_flags']) or 'none'}; native bf16: {bf16} "
-        f"({machine['bf16_reason']}). torch {machine['torch']}, MONAI {machine['monai']}.",
+        f"{machine['torch_threads']}, flags {', '.join(machine['cpu_flags']) or 'none'} ({isa}); native bf16: "
+        f"{bf16} ({machine['bf16_reason']}). torch {machine['torch']}, MONAI {machine['monai']}.",
         "",
         f"Load average (1, 5, 15 min) at start {machine['load_average']}, at end {load_end}. Absolute seconds are "
         "indicative only (shared, noisy machine); the ratios are measured side by side in this run.",
