@@ -13,6 +13,7 @@ import torch
 from strokeseg.bench import conv_peak, count_flops, resolve_sections, run_bench
 from strokeseg.bench.bundle import (
     CallRecorder,
+    NetworkCall,
     bench_bundle,
     choose_variants,
     count_call_flops,
@@ -188,6 +189,34 @@ def test_child_peak_rss_sees_the_child_allocation(tmp_path: Path):
     assert 200 <= result["peak_rss_mib"] < 1000
     failed = child_peak_rss([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "fail.log")
     assert failed["returncode"] == 3
+
+
+class _PairwiseNet(torch.nn.Module):
+    """A network whose cost is not linear in the batch: every item against every other one."""
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        return flat @ flat.T
+
+
+def test_call_flops_are_counted_per_item_where_that_is_exact(monkeypatch):
+    import strokeseg.bench.bundle as bench_module
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 1)).eval()
+    calls = [NetworkCall((torch.zeros(n, 2, 12, 10),), {}, n) for n in (8, 8, 6, 1)]
+    calls.append(NetworkCall((torch.zeros(3, 2, 6, 6),), {}, 3))  # other per-item shape, its own group
+    expected = 23 * count_flops(net, torch.zeros(1, 2, 12, 10)) + 3 * count_flops(net, torch.zeros(1, 2, 6, 6))
+    assert count_call_flops(net, calls) == expected
+    counted = []
+    monkeypatch.setattr(
+        bench_module, "count_flops", lambda fn, *a, **k: counted.append(a[0].shape[0]) or count_flops(fn, *a, **k)
+    )
+    count_call_flops(net, calls)
+    monkeypatch.undo()
+    assert sorted(counted) == [1, 1, 2, 2]  # one and two items per group, never the 8-item batches
+    pairwise = [NetworkCall((torch.ones(n, 5),), {}, n) for n in (4, 4, 3)]
+    exact = 2 * count_flops(_PairwiseNet(), torch.ones(4, 5)) + count_flops(_PairwiseNet(), torch.ones(3, 5))
+    assert count_call_flops(_PairwiseNet(), pairwise) == exact  # not linear: each batch size as called
 
 
 def _check_common(data: dict, out: Path) -> None:
@@ -388,6 +417,11 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert len(fp32["end_to_end_s"]) == 1 and fp32["end_to_end_first_s"] > 0  # an untimed warm run first
     assert "no channels_last knob" in record["skipped_variants"]["fp32_channels_last"]
     assert record["training"]["p4"] > 0 and record["training"]["batch_image_shape"][0] >= 1
+    stages = record["stage_seconds"]  # where the bench's own time went, step by step
+    assert list(stages) == ["data_and_copy", "recorded_inference", "flop_count", "variant_fp32", "training"]
+    assert all(s >= 0 for s in stages.values()) and stages["variant_fp32"] > 0
+    text = render_markdown({**_machine_results(), "bundles": {"tiny": {**record, "section_seconds": 9.5}}})
+    assert f"Where this section's 9.5 s went: data and copy {stages['data_and_copy']:g} s, recorded" in text
     rows = collect_ratios({"bundles": {"tiny": record}})
     assert {r["id"] for r in rows} == {"P1", "P2", "P4"} and all(r["default"] for r in rows)
 

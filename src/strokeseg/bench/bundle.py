@@ -343,15 +343,46 @@ def replay_calls(network: torch.nn.Module, inputs: Sequence[tuple[tuple, dict]],
             network(*args, **kwargs)
 
 
+def _batch_slice(call: NetworkCall, n: int) -> tuple[tuple, dict]:
+    """The call's arguments cut to their first ``n`` items: every tensor whose leading size is the call's batch."""
+    cut = lambda t: t[:n] if t.ndim > 0 and t.shape[0] == call.items else t  # noqa: E731
+    return _tree_map(cut, call.args), _tree_map(cut, call.kwargs)
+
+
+def _item_signature(call: NetworkCall) -> tuple:
+    """Shapes of the tensor arguments with the batch dimension left out: calls that cost the same per item."""
+    return tuple(s[1:] if s and s[0] == call.items else s for s in call.signature())
+
+
 def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> int:
-    """FLOPs of all ``calls``: counted once per distinct argument-shape signature, times its number of calls."""
+    """FLOPs of all ``calls``, counted per item where that is exact.
+
+    Calls whose arguments differ only in batch size cost the same per item. For each such group the network is
+    counted on one item and on two (``FlopCounterMode`` actually runs the network, so counting every distinct
+    batch, e.g. 8 and 6 slices of 256 × 256, cost as much as a third of a forward); where two items cost exactly
+    twice one item, the group's FLOPs are per item × its items. Otherwise (a network whose cost is not linear in
+    the batch) each distinct argument-shape signature is counted as it was called.
+    """
     groups: dict[tuple, list[NetworkCall]] = {}
     for call in calls:
-        groups.setdefault(call.signature(), []).append(call)
+        groups.setdefault(_item_signature(call), []).append(call)
     total = 0
     with torch.inference_mode():
         for group in groups.values():
-            total += count_flops(network, *group[0].args, **group[0].kwargs) * len(group)
+            largest = max(group, key=lambda c: c.items)
+            one = count_flops(network, *_batch_slice(largest, 1)[0], **_batch_slice(largest, 1)[1])
+            linear = largest.items == 1
+            if not linear:
+                args, kwargs = _batch_slice(largest, 2)
+                linear = count_flops(network, *args, **kwargs) == 2 * one
+            if linear:
+                total += one * sum(c.items for c in group)
+                continue
+            by_shape: dict[tuple, list[NetworkCall]] = {}
+            for call in group:
+                by_shape.setdefault(call.signature(), []).append(call)
+            for same in by_shape.values():
+                total += count_flops(network, *same[0].args, **same[0].kwargs) * len(same)
     return int(total)
 
 
@@ -832,7 +863,8 @@ def bench_bundle(
             the quick configuration trains), under ``smoke_overrides`` (quick) and ``overrides``.
 
     Returns:
-        The bundle's record of ``bench.json`` (raw numbers, per-variant P1 / P2, P4, P5).
+        The bundle's record of ``bench.json`` (raw numbers, per-variant P1 / P2, P4, P5, and ``stage_seconds``:
+        the wall seconds of each step of this bundle's bench, where a slow machine's time goes).
 
     Raises:
         BundleError: the bundle cannot be described, copied or run, or its inference writes nothing.
@@ -850,9 +882,18 @@ def bench_bundle(
             raise BundleError(f"{description.name}: quick_config asked for, but {quick_path} does not exist.")
         quick_json = json.loads(quick_path.read_text())
     extra = {**(description.smoke_overrides if quick else {}), **quick_json, **dict(overrides or {})}
+    stages: dict[str, float] = {}  # wall seconds of each step of this bundle's bench, for bench.json
+    clock = {"t": time.perf_counter()}
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(stages.get(name, 0.0) + now - clock["t"], 2)
+        clock["t"] = now
+
     data_root, bundle, weights = bench_copy(
         bundle_dir, work, description.layout, description.name, seed, ckpt_dir, extra
     )
+    lap("data_and_copy")
 
     probe = _inference_parser(bundle, {"bundle_root": str(bundle), **extra})
     knobs = variant_knobs(probe.config)
@@ -862,6 +903,7 @@ def bench_bundle(
         extra["overwrite"] = True
     parser = _inference_parser(bundle, {**base, **variant_overrides(knobs, "fp32")})
     recorded = _record_inference(parser, description, bundle)
+    lap("recorded_inference")
     calls, network = recorded["calls"], recorded["network"]
     first_input = (_tensors(calls[0].args) or _tensors(calls[0].kwargs))[0]
     spatial_dims = first_input.ndim - 2
@@ -871,6 +913,7 @@ def bench_bundle(
         )
     flops_computed = count_call_flops(network, calls)
     fraction = useful_fraction(calls, recorded["predicted_voxels"])
+    lap("flop_count")
     items = sum(c.items for c in calls)
     peak_key = f"conv{spatial_dims}d_fp32"
     peak_gflops = float(peak[peak_key]["gflops"])
@@ -914,6 +957,7 @@ def bench_bundle(
     for name in chosen:
         records[name] = _measure_variant(context, name, work / f"out_{name}", repeats, {**base, **extra})
         records[name]["default"] = name == default
+        lap(f"variant_{name}")
     unit = "slice" if spatial_dims == 2 else "window"
     input_shapes = sorted({str(list(s)) for c in calls for s in c.signature()[:1]})
     record: dict[str, Any] = {
@@ -955,11 +999,15 @@ def bench_bundle(
     context["record"] = record
     if description.bench_hook:
         _merge_hook(record, run_hook(description.bench_hook, context))
+        lap("bench_hook")
     if measure_training:
         train_extra = {**extra, **({"samples_per_case": 4} if quick else {})}
         train_extra.pop("overwrite", None)
         record["training"] = training_step(bundle, data_root, work, train_repeats, seed, train_extra)
+        lap("training")
     if measure_memory:
         record["memory"] = inference_memory(bundle, data_root, work, extra)
         record["memory"]["three_d"] = spatial_dims == 3
+        lap("memory")
+    record["stage_seconds"] = stages
     return record

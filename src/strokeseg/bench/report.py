@@ -302,6 +302,9 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
     anchor = record.get("anchor")
     config = f"Configuration: {record['config']}. " if record.get("config") else ""
     lines += [f"{config}Weights: {record['weights']}.", "", _case_line(record), ""]
+    if record.get("stage_seconds"):
+        steps = ", ".join(f"{name.replace('_', ' ')} {s:g} s" for name, s in record["stage_seconds"].items())
+        lines += [f"Where this section's {record.get('section_seconds', '?')} s went: {steps}.", ""]
     header = [
         "variant",
         "default",
