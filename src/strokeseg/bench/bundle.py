@@ -363,6 +363,13 @@ def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> 
     twice one item, the group's FLOPs are per item × its items. Otherwise (a network whose cost is not linear in
     the batch) each distinct argument-shape signature is counted as it was called.
     """
+
+    def as_called(same_cost: Sequence[NetworkCall]) -> int:
+        by_shape: dict[tuple, list[NetworkCall]] = {}
+        for call in same_cost:
+            by_shape.setdefault(call.signature(), []).append(call)
+        return sum(count_flops(network, *c[0].args, **c[0].kwargs) * len(c) for c in by_shape.values())
+
     groups: dict[tuple, list[NetworkCall]] = {}
     for call in calls:
         groups.setdefault(_item_signature(call), []).append(call)
@@ -370,19 +377,14 @@ def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> 
     with torch.inference_mode():
         for group in groups.values():
             largest = max(group, key=lambda c: c.items)
-            one = count_flops(network, *_batch_slice(largest, 1)[0], **_batch_slice(largest, 1)[1])
-            linear = largest.items == 1
-            if not linear:
-                args, kwargs = _batch_slice(largest, 2)
-                linear = count_flops(network, *args, **kwargs) == 2 * one
-            if linear:
-                total += one * sum(c.items for c in group)
-                continue
-            by_shape: dict[tuple, list[NetworkCall]] = {}
-            for call in group:
-                by_shape.setdefault(call.signature(), []).append(call)
-            for same in by_shape.values():
-                total += count_flops(network, *same[0].args, **same[0].kwargs) * len(same)
+            one_args, one_kwargs = _batch_slice(largest, 1)
+            one = count_flops(network, *one_args, **one_kwargs)
+            if largest.items > 1:
+                two_args, two_kwargs = _batch_slice(largest, 2)
+                if count_flops(network, *two_args, **two_kwargs) != 2 * one:
+                    total += as_called(group)
+                    continue
+            total += one * sum(c.items for c in group)
     return int(total)
 
 
@@ -883,12 +885,13 @@ def bench_bundle(
         quick_json = json.loads(quick_path.read_text())
     extra = {**(description.smoke_overrides if quick else {}), **quick_json, **dict(overrides or {})}
     stages: dict[str, float] = {}  # wall seconds of each step of this bundle's bench, for bench.json
-    clock = {"t": time.perf_counter()}
+    step_start = time.perf_counter()
 
     def lap(name: str) -> None:
+        nonlocal step_start
         now = time.perf_counter()
-        stages[name] = round(stages.get(name, 0.0) + now - clock["t"], 2)
-        clock["t"] = now
+        stages[name] = round(now - step_start, 2)
+        step_start = now
 
     data_root, bundle, weights = bench_copy(
         bundle_dir, work, description.layout, description.name, seed, ckpt_dir, extra
