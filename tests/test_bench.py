@@ -527,3 +527,22 @@ def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypat
         fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False, variants="default"
     )
     assert len(record["training"]["pipeline_iteration_s"]) == 1 and len(calls) == iterations
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_flag_shows_help_and_starts_nothing(flag, monkeypatch, capsys, tmp_path: Path):
+    """``strokeseg bench --help`` once started a whole bench: every option has a default and ``**overrides``
+    took the flag as a config id."""
+    import strokeseg.bench as bench_module
+    from strokeseg.cli import main
+
+    monkeypatch.setattr(bench_module, "run_bench", lambda **kw: pytest.fail(f"the bench ran: {kw}"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", flag])
+    shown = capsys.readouterr()  # fire writes help to stderr where stdout is no terminal
+    assert stop.value.code == 0 and "strokeseg bench" in shown.out + shown.err and not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        main(["bench", "--repeats", "1", "--", "--help"])  # fire alone would run the bench, then show help
+    shown = capsys.readouterr()
+    assert "--variants" in shown.out + shown.err

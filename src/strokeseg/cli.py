@@ -298,9 +298,23 @@ COMMANDS = {
 }
 
 
+def _help_flags(argv: list[str]) -> list[str]:
+    """A ``--help`` / ``-h`` anywhere: fire's help of the named command, which then does not run.
+
+    Fire reads a bare ``--help`` as help only where a command cannot run without more arguments, and calls the
+    command before showing help when its arguments are complete; a command with defaults for all of them and
+    ``**overrides`` (``strokeseg bench``) would take the flag as a config id and start measuring.
+    """
+    if not any(a in ("--help", "-h") for a in argv):
+        return argv
+    names = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    return [*argv[:names], "--", "--help"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``strokeseg`` console script; our own errors exit 2 with their message."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = _help_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         fire.Fire(COMMANDS, command=argv, name="strokeseg")
     except StrokesegError as err:
