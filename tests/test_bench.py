@@ -403,9 +403,7 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
     start = time.perf_counter()
-    record = bench_bundle(
-        fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False, variants="default"
-    )
+    record = bench_bundle(fixture, tmp_path / "work", peak, machine, quick=True, variants="default")
     wall = time.perf_counter() - start
     case, net = record["case"], record["network"]
     assert case["item_unit"] == "window" and case["items"] >= case["network_calls"] >= 1
@@ -414,11 +412,15 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert record["peak_key"] == "conv3d_fp32" and record["peak_gflops_fp32"] == 40.0
     (name, fp32), *_ = record["variants"].items()
     assert name == "fp32" and fp32["default"] is True and record["default_variant"] == "fp32"
-    assert fp32["p1"] == pytest.approx(fp32["effective_gflops"] / 40.0, rel=0.05)
+    assert fp32["p1"] == pytest.approx(fp32["effective_gflops"] / 40.0, rel=0.05, abs=6e-4)  # both rounded
     assert fp32["p2"] == pytest.approx(fp32["end_to_end_median_s"] / fp32["bare_forward_median_s"], rel=0.01)
     assert fp32["written"] == [f"{case['name']}/{case['name']}_seg.nii.gz"]
     assert len(fp32["end_to_end_s"]) == 1 and fp32["end_to_end_first_s"] > 0  # an untimed warm run first
     assert "no channels_last knob" in record["skipped_variants"]["fp32_channels_last"]
+    memory = record["memory"]  # P5 from the same child as the end-to-end times: no extra inference for it
+    assert memory["variant"] == "fp32" and memory["three_d"] and memory["timed_runs"] == 1
+    assert memory["peak_rss_gib"] >= memory["peak_rss_first_run_gib"] > 0.05 and memory["returncode"] == 0
+    assert fp32["end_to_end_child"]["seconds"] > fp32["end_to_end_first_s"] + fp32["end_to_end_s"][0]
     assert record["training"]["p4"] > 0 and record["training"]["batch_image_shape"][0] >= 1
     stages = record["stage_seconds"]  # where the bench's own time went, step by step
     assert list(stages) == ["data_and_copy", "recorded_inference", "flop_count", "variant_fp32", "training"]
@@ -431,7 +433,7 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     text = render_markdown({**_machine_results(), "bundles": {"tiny": {**record, "section_seconds": 9.5}}})
     assert f"Where this section's 9.5 s went: data and copy {stages['data_and_copy']:g} s, recorded" in text
     rows = collect_ratios({"bundles": {"tiny": record}})
-    assert {r["id"] for r in rows} == {"P1", "P2", "P4"} and all(r["default"] for r in rows)
+    assert {r["id"] for r in rows} == {"P1", "P2", "P4", "P5"} and all(r["default"] for r in rows)
 
 
 def test_quick_config_measures_the_quick_networks(tmp_path: Path):
@@ -523,9 +525,7 @@ def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypat
     fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
-    record = bench_bundle(
-        fixture, tmp_path / "work", peak, machine, quick=True, measure_memory=False, variants="default"
-    )
+    record = bench_bundle(fixture, tmp_path / "work", peak, machine, quick=True, variants="default")
     assert len(record["training"]["pipeline_iteration_s"]) == 1 and len(calls) == iterations
 
 
@@ -546,3 +546,18 @@ def test_help_flag_shows_help_and_starts_nothing(flag, monkeypatch, capsys, tmp_
         main(["bench", "--repeats", "1", "--", "--help"])  # fire alone would run the bench, then show help
     shown = capsys.readouterr()
     assert "--variants" in shown.out + shown.err
+
+
+def test_end_to_end_child_names_what_a_run_did_not_write(tmp_path: Path):
+    from strokeseg.bench.bundle import bench_copy
+    from strokeseg.bench.endtoend import end_to_end_child
+    from strokeseg.bundle.description import describe_bundle
+
+    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    description = describe_bundle(fixture)
+    smoke = dict(description.smoke_overrides)
+    data_root, bundle, _ = bench_copy(fixture, tmp_path / "work", description.layout, description.name, 0, None, smoke)
+    out, log = tmp_path / "out", tmp_path / "logs" / "e2e.log"
+    with pytest.raises(BundleError, match="tiny .fp32. did not write nowhere/missing.nii.gz") as failed:
+        end_to_end_child(bundle, data_root, out, smoke, [out / "nowhere" / "missing.nii.gz"], 0, log, "tiny (fp32)")
+    assert str(log) in str(failed.value) and log.is_file() and not log.with_suffix(".json").exists()

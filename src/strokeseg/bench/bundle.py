@@ -11,11 +11,13 @@ run`` does, not a re-implementation of it:
   overlap (performance.md: "the network over the brain's bounding box once"). The bare forward replays the
   recorded calls, in each variant's memory format and precision;
 - end-to-end (P2): ``ConfigWorkflow(inference.json).run()`` (load, preprocess, infer, post-process, invert,
-  write), alternated with the bare forward so that a drifting machine load hits both alike; both warm (one
-  untimed run first, its time recorded as ``end_to_end_first_s``);
+  write) in a child process (:mod:`strokeseg.bench.endtoend`), fresh as a user's ``python -m monai.bundle
+  run``; both sides warm (the bare forward one untimed call first, the child one untimed run first, its time
+  recorded as ``end_to_end_first_s``);
 - training (P4): one iteration of ``train#trainer`` (its own ``_iteration``: prepare, forward, loss, backward,
   step) on a batch drawn from ``train#dataloader`` vs on the same batch already in memory;
-- memory (P5): peak resident memory of ``python -m monai.bundle run`` inference in a child process.
+- memory (P5): peak resident memory of the default variant's end-to-end child over all its runs (where the
+  default variant is not measured, of a child running the bundle's defaults once).
 
 Variants: ``fp32`` always; ``fp32_channels_last`` where the bundle has a ``channels_last`` knob; ``bf16`` (and
 ``bf16_channels_last``) where it has an ``inference_precision`` (or ``bf16``) knob *and* the CPU has native
@@ -57,6 +59,7 @@ __all__ = [
     "count_call_flops",
     "useful_fraction",
     "bench_bundle",
+    "inference_workflow",
     "run_hook",
     "variant_agreement",
     "UNTRAINED_NOTE",
@@ -580,7 +583,7 @@ def variant_agreement(
     return results
 
 
-def _inference_workflow(bundle: Path, data_root: Path, out_dir: Path, overrides: Mapping[str, Any]):
+def inference_workflow(bundle: Path, data_root: Path, out_dir: Path, overrides: Mapping[str, Any]):
     """The bundle's ``inference.json`` as an initialised ``monai.bundle.ConfigWorkflow``."""
     from monai.bundle import ConfigWorkflow
 
@@ -599,14 +602,17 @@ def _inference_workflow(bundle: Path, data_root: Path, out_dir: Path, overrides:
 def _measure_variant(
     context: dict[str, Any], variant: str, out_dir: Path, repeats: int, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Bare forward and end-to-end inference of one variant, alternated ``repeats`` times.
+    """Bare forward (here) and end-to-end inference (in a child process) of one variant, ``repeats`` times each.
 
     Both sides are warm, as for every case of a dataset after the first: the bare forward gets one small
-    untimed warm-up call and the end-to-end inference one whole run before the timed ones. That first run
-    (lazy imports, the network's conversion to channels-last, first-touch memory, oneDNN primitives of
-    first-seen shapes) is recorded as ``end_to_end_first_s`` and not in P2. Each end-to-end run must write the
-    case's outputs anew.
+    untimed warm-up call, and the end-to-end child (:func:`strokeseg.bench.endtoend.end_to_end_child`: the
+    workflow ``python -m monai.bundle run`` builds, in a fresh process as a user's) one whole run before the
+    timed ones. That first run (lazy imports, the network's conversion to channels-last, first-touch memory,
+    oneDNN primitives of first-seen shapes) is recorded as ``end_to_end_first_s`` and not in P2; the child's peak
+    memory is P5. Each end-to-end run must write the case's outputs anew.
     """
+    from strokeseg.bench.endtoend import end_to_end_child
+
     network, calls, knobs = context["network"], context["calls"], context["knobs"]
     channels_last, bf16 = VARIANTS[variant]
     layout = channels_last if knobs["channels_last"] else None
@@ -614,33 +620,25 @@ def _measure_variant(
         _network_format(network, context["spatial_dims"], layout)
     inputs = _formatted(calls, layout)
     expected = [out_dir / rel for rel in context["description"].outputs_for(context["case"])]
-    workflow = _inference_workflow(
-        context["bundle"], context["data_root"], out_dir, {**overrides, **variant_overrides(knobs, variant)}
-    )
-    bare, end_to_end = [], []
-
-    def run_end_to_end() -> float:
-        for path in expected:
-            path.unlink(missing_ok=True)
-        elapsed = time_call(workflow.run)[0]
-        missing = [str(p.relative_to(out_dir)) for p in expected if not p.is_file()]
-        if missing:
-            raise BundleError(
-                f"end-to-end inference of {context['description'].name} ({variant}) did not write "
-                f"{', '.join(missing)} into {out_dir}."
-            )
-        return elapsed
-
+    bare = []
     try:
         replay_calls(network, inputs[:1], bf16)
-        first = run_end_to_end()
         for _ in range(repeats):
             bare.append(time_call(lambda: replay_calls(network, inputs, bf16))[0])
-            end_to_end.append(run_end_to_end())
     finally:
-        workflow.finalize()
         if layout is not None:
             _network_format(network, context["spatial_dims"], False)
+    child = end_to_end_child(
+        context["bundle"],
+        context["data_root"],
+        out_dir,
+        {**overrides, **variant_overrides(knobs, variant)},
+        expected,
+        repeats,
+        context["work"] / "logs" / f"end_to_end_{variant}.log",
+        f"{context['description'].name} ({variant})",
+    )
+    end_to_end = child["end_to_end_s"]
     bare_s, e2e_s = median(bare, 9), median(end_to_end, 9)
     effective = context["flops_useful"] / bare_s / 1e9
     items = context["items"]
@@ -650,7 +648,7 @@ def _measure_variant(
         "overrides": variant_overrides(knobs, variant),
         "bare_forward_s": [round(s, 3) for s in bare],
         "end_to_end_s": [round(s, 3) for s in end_to_end],
-        "end_to_end_first_s": round(first, 3),
+        "end_to_end_first_s": round(child["first_s"], 3),
         "written": [str(p.relative_to(out_dir)) for p in expected],
         "bare_forward_median_s": round(bare_s, 3),
         "effective_gflops": round(effective, 2),
@@ -659,6 +657,7 @@ def _measure_variant(
         "p2": round(e2e_s / bare_s, 3),
         "bare_seconds_per_item": round(bare_s / items, 4),
         "end_to_end_seconds_per_item": round(e2e_s / items, 4),
+        "end_to_end_child": _memory_record(child),
     }
 
 
@@ -761,35 +760,27 @@ def training_step(
 
 
 def inference_memory(
-    bundle: Path, data_root: Path, work: Path, overrides: Mapping[str, Any] | None = None
+    bundle: Path, data_root: Path, work: Path, description, case: str, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """P5: peak RSS of ``python -m monai.bundle run`` inference (default knobs) in a child process.
+    """P5: peak RSS of the bundle's inference (default knobs) in a child process, one run.
+
+    Used only where the default variant was not measured (its end-to-end child gives P5 otherwise).
 
     Raises:
-        BundleError: the command failed (with the last lines of its log).
+        BundleError: the child failed (with the last lines of its log).
     """
-    from strokeseg.bench.memory import child_peak_rss
-    from strokeseg.bundle.runner import monai_bundle_command, override_args
+    from strokeseg.bench.endtoend import end_to_end_child
 
-    args = monai_bundle_command(
-        "run",
-        "--config_file",
-        str(_configs(bundle) / "inference.json"),
-        "--meta_file",
-        str(_configs(bundle) / "metadata.json"),
-        "--bundle_root",
-        str(bundle),
-        "--dataset_dir",
-        str(data_root),
-        "--output_dir",
-        str(work / "out_rss"),
-        *override_args(dict(overrides or {})),
-    )
-    memory = child_peak_rss(args, work / "logs" / "inference_rss.log", cwd=bundle)
-    if memory["returncode"] != 0:
-        tail = Path(memory["log"]).read_text(errors="replace").splitlines()[-20:]
-        raise BundleError(f"python -m monai.bundle run inference failed for {bundle.name}:\n" + "\n".join(tail))
-    return memory
+    out_dir = work / "out_rss"
+    expected = [out_dir / rel for rel in description.outputs_for(case)]
+    log = work / "logs" / "inference_rss.log"
+    child = end_to_end_child(bundle, data_root, out_dir, dict(overrides or {}), expected, 0, log, description.name)
+    return _memory_record(child)
+
+
+def _memory_record(child: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("returncode", "seconds", "peak_rss_mib", "peak_rss_gib", "peak_rss_first_run_gib", "log")
+    return {**{k: child.get(k) for k in keys}, "timed_runs": len(child.get("end_to_end_s", []))}
 
 
 def run_hook(module_name: str, context: dict[str, Any]) -> dict[str, Any]:
@@ -1008,9 +999,11 @@ def bench_bundle(
         train_extra.pop("overwrite", None)
         record["training"] = training_step(bundle, data_root, work, train_repeats, seed, train_extra)
         lap("training")
-    if measure_memory:
-        record["memory"] = inference_memory(bundle, data_root, work, extra)
-        record["memory"]["three_d"] = spatial_dims == 3
+    if measure_memory and default in records:  # P5 from the default variant's end-to-end child
+        record["memory"] = {**records[default]["end_to_end_child"], "variant": default, "three_d": spatial_dims == 3}
+    elif measure_memory:
+        record["memory"] = inference_memory(bundle, data_root, work, description, case, extra)
+        record["memory"].update(variant=f"{default} (bundle defaults)", three_d=spatial_dims == 3)
         lap("memory")
     record["stage_seconds"] = stages
     return record

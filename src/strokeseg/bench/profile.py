@@ -97,13 +97,13 @@ def profile_inference(
     import inspect
     import io
 
-    from strokeseg.bench.bundle import _inference_workflow, bench_copy
+    from strokeseg.bench.bundle import bench_copy, inference_workflow
     from strokeseg.bundle.description import describe_bundle
 
     description = describe_bundle(bundle_dir)
     work = Path(work_dir)
     data_root, bundle, _ = bench_copy(bundle_dir, work, description.layout, description.name, seed, None, overrides)
-    workflow = _inference_workflow(bundle, data_root, work / "out", dict(overrides or {}))
+    workflow = inference_workflow(bundle, data_root, work / "out", dict(overrides or {}))
     try:
         workflow.run()  # warm: imports, first-call costs, caches
         forwards: dict[tuple[str, int], str] = {}

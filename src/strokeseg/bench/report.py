@@ -366,8 +366,10 @@ def _bundle_lines(name: str, record: dict[str, Any]) -> list[str]:
         lines += [
             "### Memory (P5)",
             "",
-            f"Peak RSS of `python -m monai.bundle run` inference: {m['peak_rss_gib']} GiB "
-            f"(whole child process, {m['seconds']} s including start-up; {scope}).",
+            f"Peak RSS of the inference workflow ({m.get('variant', 'default')}) in a child process: "
+            f"{m['peak_rss_gib']} GiB over its whole life ({m.get('timed_runs', 0)} timed run(s) after an untimed "
+            f"one, {m['seconds']} s including start-up; after the first run alone "
+            f"{m.get('peak_rss_first_run_gib', '–')} GiB; {scope}).",
             "",
         ]
     return lines

@@ -1,0 +1,140 @@
+"""End-to-end inference timed in a child process, as a user's ``python -m monai.bundle run`` runs it (P2, P5).
+
+The bench's parent process holds the recorded network calls and their copies (gigabytes for a sliding window),
+so its own peak memory says nothing about a user's inference (P5), and a separate child for P5 cost one whole
+inference more per bundle. Here one child does both: it builds the bundle's ``inference.json`` workflow (the
+``ConfigWorkflow`` that ``python -m monai.bundle run`` builds), runs it once untimed (warm-up: lazy imports,
+first-touch memory, the network's conversion to channels-last), then ``runs`` timed times, each of which must
+write the case's outputs anew. Its peak resident memory over all of it is P5.
+
+``python -m strokeseg.bench.endtoend SPEC RESULT`` reads the JSON ``SPEC`` (``bundle``, ``data_root``,
+``out_dir``, ``overrides``, ``expected``: output files, ``runs``) and writes ``RESULT``; :func:`end_to_end_child`
+starts it from the bench.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from strokeseg.errors import BundleError
+
+__all__ = ["end_to_end_child", "run_spec"]
+
+
+def _high_water_mark_kib() -> float | None:
+    """This process's peak resident memory so far (``VmHWM`` of ``/proc/self/status``), ``None`` off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the workflow of ``spec``, run it once untimed and ``spec["runs"]`` times timed (this process).
+
+    Raises:
+        BundleError: a run did not write every expected output file.
+    """
+    from strokeseg.bench.bundle import inference_workflow
+
+    out_dir = Path(spec["out_dir"])
+    expected = [Path(p) for p in spec["expected"]]
+    workflow = inference_workflow(Path(spec["bundle"]), Path(spec["data_root"]), out_dir, spec["overrides"])
+
+    def run_once() -> float:
+        for path in expected:
+            path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        workflow.run()
+        elapsed = time.perf_counter() - start
+        missing = [str(p.relative_to(out_dir)) for p in expected if not p.is_file()]
+        if missing:
+            raise BundleError(
+                f"end-to-end inference of {spec['label']} did not write {', '.join(missing)} into {out_dir}."
+            )
+        return elapsed
+
+    try:
+        first = run_once()
+        first_peak = _high_water_mark_kib()
+        timed = [run_once() for _ in range(int(spec["runs"]))]
+    finally:
+        workflow.finalize()
+    return {
+        "first_s": first,
+        "end_to_end_s": timed,
+        "peak_rss_first_run_gib": None if first_peak is None else round(first_peak / 1024.0**2, 3),
+    }
+
+
+def end_to_end_child(
+    bundle: Path,
+    data_root: Path,
+    out_dir: Path,
+    overrides: Mapping[str, Any],
+    expected: Sequence[Path],
+    runs: int,
+    log_file: Path,
+    label: str,
+) -> dict[str, Any]:
+    """Run :func:`run_spec` in a child process and return its times and peak memory.
+
+    Args:
+        bundle: the bundle copy; data_root: its dataset; out_dir: where the outputs go.
+        overrides: config ids of the inference workflow (the variant's knobs included), as JSON values.
+        expected: the output files each run must write.
+        runs: timed runs after the untimed first one (0: the first run only, for P5).
+        log_file: the child's stdout and stderr (its result lies beside it, ``.json``).
+        label: what runs, for messages (bundle and variant).
+
+    Returns:
+        ``{"first_s", "end_to_end_s", "peak_rss_first_run_gib"}`` and the child's ``returncode``, ``seconds``,
+        ``peak_rss_mib`` / ``peak_rss_gib`` (its whole life: every run) and ``log``.
+
+    Raises:
+        BundleError: the child failed (with the last lines of its log) or wrote no result.
+    """
+    from strokeseg.bench.memory import child_peak_rss
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file, result_file = log_file.with_suffix(".spec.json"), log_file.with_suffix(".json")
+    result_file.unlink(missing_ok=True)
+    spec = {
+        "bundle": str(bundle),
+        "data_root": str(data_root),
+        "out_dir": str(out_dir),
+        "overrides": dict(overrides),
+        "expected": [str(p) for p in expected],
+        "runs": int(runs),
+        "label": label,
+    }
+    spec_file.write_text(json.dumps(spec, indent=1))
+    args = [sys.executable, "-m", "strokeseg.bench.endtoend", str(spec_file), str(result_file)]
+    child = child_peak_rss(args, log_file, cwd=bundle)
+    if child["returncode"] != 0 or not result_file.is_file():
+        tail = Path(child["log"]).read_text(errors="replace").splitlines()[-20:]
+        raise BundleError(f"end-to-end inference of {label} failed (log {log_file}):\n" + "\n".join(tail))
+    return {**json.loads(result_file.read_text()), **child}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m strokeseg.bench.endtoend SPEC RESULT``: run the spec, write the result (JSON)."""
+    import logging
+
+    spec_file, result_file = (sys.argv[1:] if argv is None else list(argv))[:2]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = run_spec(json.loads(Path(spec_file).read_text()))
+    Path(result_file).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
