@@ -190,6 +190,24 @@ def test_child_peak_rss_sees_the_child_allocation(tmp_path: Path):
     assert 200 <= result["peak_rss_mib"] < 1000
     failed = child_peak_rss([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "fail.log")
     assert failed["returncode"] == 3
+    pid_file = tmp_path / "pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    def fail_meanwhile(proc) -> None:
+        while not pid_file.is_file() or not pid_file.read_text():
+            time.sleep(0.01)
+        raise RuntimeError("the bench failed while the child ran")
+
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="while the child ran"):
+        child_peak_rss([sys.executable, "-c", sleeper], tmp_path / "s.log", while_running=fail_meanwhile)
+    assert time.perf_counter() - start < 30
+    status = Path(f"/proc/{pid_file.read_text()}/status")
+    for _ in range(100):  # the measured command is killed too, not only its launcher (gone, or a zombie)
+        if not status.is_file() or "State:\tZ" in status.read_text():
+            break
+        time.sleep(0.05)
+    assert not status.is_file() or "State:\tZ" in status.read_text()
 
 
 class _PairwiseNet(torch.nn.Module):
@@ -200,6 +218,17 @@ class _PairwiseNet(torch.nn.Module):
         return flat @ flat.T
 
 
+class _DataDependentNet(torch.nn.Module):
+    """A network that reads a value out of its input, which the meta device cannot give."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.linear(x) * float(x.abs().max().item() > 0)
+
+
 def test_call_flops_are_counted_per_item_where_that_is_exact(monkeypatch):
     import strokeseg.bench.bundle as bench_module
 
@@ -207,7 +236,7 @@ def test_call_flops_are_counted_per_item_where_that_is_exact(monkeypatch):
     calls = [NetworkCall((torch.zeros(n, 2, 12, 10),), {}, n) for n in (8, 8, 6, 1)]
     calls.append(NetworkCall((torch.zeros(3, 2, 6, 6),), {}, 3))  # other per-item shape, its own group
     expected = 23 * count_flops(net, torch.zeros(1, 2, 12, 10)) + 3 * count_flops(net, torch.zeros(1, 2, 6, 6))
-    assert count_call_flops(net, calls) == expected
+    assert count_call_flops(net, calls) == (expected, "meta")  # a meta copy counts exactly what the CPU runs
     counted = []
     monkeypatch.setattr(
         bench_module, "count_flops", lambda fn, *a, **k: counted.append(a[0].shape[0]) or count_flops(fn, *a, **k)
@@ -217,7 +246,12 @@ def test_call_flops_are_counted_per_item_where_that_is_exact(monkeypatch):
     assert sorted(counted) == [1, 1, 2, 2]  # one and two items per group, never the 8-item batches
     pairwise = [NetworkCall((torch.ones(n, 5),), {}, n) for n in (4, 4, 3)]
     exact = 2 * count_flops(_PairwiseNet(), torch.ones(4, 5)) + count_flops(_PairwiseNet(), torch.ones(3, 5))
-    assert count_call_flops(_PairwiseNet(), pairwise) == exact  # not linear: each batch size as called
+    assert count_call_flops(_PairwiseNet(), pairwise) == (exact, "meta")  # not linear: each batch size as called
+    no_meta = [NetworkCall((torch.ones(n, 5),), {}, n) for n in (4, 2)]  # .item() needs the numbers
+    assert count_call_flops(_DataDependentNet(), no_meta) == (
+        6 * count_flops(_DataDependentNet(), torch.ones(1, 5)),
+        "cpu",
+    )
 
 
 def _check_common(data: dict, out: Path) -> None:
@@ -304,7 +338,7 @@ def test_call_recorder_and_useful_flops_of_overlapping_windows():
     assert n_windows >= 2 and all(c.args[0].shape[1:] == (2, 16, 16, 12) for c in calls)
     assert calls[0].kwargs == {"scale": 2.0} and calls[0].output.shape[1:] == (2, 16, 16, 12)
     assert calls[0].output_voxels == calls[0].items * 16 * 16 * 12
-    flops = count_call_flops(net, calls)
+    flops, _ = count_call_flops(net, calls)
     assert flops == n_windows * count_flops(net, torch.zeros(1, 2, 16, 16, 12))  # FLOPs per window × windows
     fraction = useful_fraction(calls, pred.shape[0] * 24 * 24 * 12)
     assert fraction == pytest.approx(24 * 24 * 12 / (n_windows * 16 * 16 * 12)) and fraction < 1  # overlap out
@@ -548,8 +582,8 @@ def test_help_flag_shows_help_and_starts_nothing(flag, monkeypatch, capsys, tmp_
     assert "--variants" in shown.out + shown.err
 
 
-def test_end_to_end_child_names_what_a_run_did_not_write(tmp_path: Path):
-    from strokeseg.bench.bundle import bench_copy
+def test_end_to_end_child_alternates_with_the_bench_and_names_what_it_did_not_write(tmp_path: Path):
+    from strokeseg.bench.bundle import _case_of, _inference_parser, bench_copy
     from strokeseg.bench.endtoend import end_to_end_child
     from strokeseg.bundle.description import describe_bundle
 
@@ -558,6 +592,17 @@ def test_end_to_end_child_names_what_a_run_did_not_write(tmp_path: Path):
     smoke = dict(description.smoke_overrides)
     data_root, bundle, _ = bench_copy(fixture, tmp_path / "work", description.layout, description.name, 0, None, smoke)
     out, log = tmp_path / "out", tmp_path / "logs" / "e2e.log"
+    parser = _inference_parser(bundle, {**smoke, "bundle_root": str(bundle), "dataset_dir": str(data_root)})
+    case = _case_of(parser.get_parsed_content("dataset")[0])  # the case inference writes, as the bench finds it
+    expected = [out / rel for rel in description.outputs_for(case)]
+    between = []  # wall clock of each bare-forward slot: it must fall between the child's runs
+    slot = lambda i: between.append((i, time.time(), time.sleep(0.2), time.time()))  # noqa: E731
+    child = end_to_end_child(bundle, data_root, out, smoke, expected, 2, log, "tiny (fp32)", before_each_run=slot)
+    assert [i for i, *_ in between] == [0, 1] and len(child["end_to_end_s"]) == 2 and child["first_s"] > 0
+    (run0_start, run0_end), (run1_start, _) = child["run_wall_clock"]
+    assert between[0][3] <= run0_start and run0_end <= between[1][1] and between[1][3] <= run1_start
+    assert child["returncode"] == 0 and child["peak_rss_gib"] >= child["peak_rss_first_run_gib"] > 0
+    assert all(p.is_file() for p in expected) and not log.with_suffix(".control").exists()
     with pytest.raises(BundleError, match="tiny .fp32. did not write nowhere/missing.nii.gz") as failed:
         end_to_end_child(bundle, data_root, out, smoke, [out / "nowhere" / "missing.nii.gz"], 0, log, "tiny (fp32)")
     assert str(log) in str(failed.value) and log.is_file() and not log.with_suffix(".json").exists()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -64,6 +65,8 @@ __all__ = [
     "variant_agreement",
     "UNTRAINED_NOTE",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: inference variants: name → (channels_last, bf16 autocast)
 VARIANTS = {
@@ -357,21 +360,42 @@ def _item_signature(call: NetworkCall) -> tuple:
     return tuple(s[1:] if s and s[0] == call.items else s for s in call.signature())
 
 
-def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> int:
-    """FLOPs of all ``calls``, counted per item where that is exact.
+def _meta_counter(network: torch.nn.Module):
+    """``count(args, kwargs)`` with ``network`` on PyTorch's ``meta`` device: shapes only, no arithmetic."""
+    import copy
+
+    meta = copy.deepcopy(network).to("meta")
+    to_meta = lambda t: t.to("meta")  # noqa: E731
+    return lambda args, kwargs: count_flops(meta, *_tree_map(to_meta, args), **_tree_map(to_meta, kwargs))
+
+
+def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> tuple[int, str]:
+    """FLOPs of all ``calls``, counted per item where that is exact, and the device they were counted on.
 
     Calls whose arguments differ only in batch size cost the same per item. For each such group the network is
-    counted on one item and on two (``FlopCounterMode`` actually runs the network, so counting every distinct
-    batch, e.g. 8 and 6 slices of 256 × 256, cost as much as a third of a forward); where two items cost exactly
-    twice one item, the group's FLOPs are per item × its items. Otherwise (a network whose cost is not linear in
-    the batch) each distinct argument-shape signature is counted as it was called.
-    """
+    counted on one item and on two; where two items cost exactly twice one item, the group's FLOPs are per item
+    × its items. Otherwise (a network whose cost is not linear in the batch) each distinct argument-shape
+    signature is counted as it was called. ``FlopCounterMode`` runs the network, so a copy of it on the ``meta``
+    device is counted (the same formulas on the shapes alone; a whole forward on an AVX2 machine otherwise, 15 s
+    for DeepMedic), and the network itself where a layer has no meta kernel.
 
+    Returns:
+        ``(flops, "meta" or "cpu")``.
+    """
+    try:
+        return _count_call_flops(_meta_counter(network), calls), "meta"
+    except (NotImplementedError, RuntimeError, TypeError, ValueError) as err:
+        logger.info("FLOPs of %s counted on the CPU (not on meta: %s)", type(network).__name__, err)
+    plain = lambda args, kwargs: count_flops(network, *args, **kwargs)  # noqa: E731
+    return _count_call_flops(plain, calls), "cpu"
+
+
+def _count_call_flops(count, calls: Sequence[NetworkCall]) -> int:
     def as_called(same_cost: Sequence[NetworkCall]) -> int:
         by_shape: dict[tuple, list[NetworkCall]] = {}
         for call in same_cost:
             by_shape.setdefault(call.signature(), []).append(call)
-        return sum(count_flops(network, *c[0].args, **c[0].kwargs) * len(c) for c in by_shape.values())
+        return sum(count(c[0].args, c[0].kwargs) * len(c) for c in by_shape.values())
 
     groups: dict[tuple, list[NetworkCall]] = {}
     for call in calls:
@@ -380,13 +404,10 @@ def count_call_flops(network: torch.nn.Module, calls: Sequence[NetworkCall]) -> 
     with torch.inference_mode():
         for group in groups.values():
             largest = max(group, key=lambda c: c.items)
-            one_args, one_kwargs = _batch_slice(largest, 1)
-            one = count_flops(network, *one_args, **one_kwargs)
-            if largest.items > 1:
-                two_args, two_kwargs = _batch_slice(largest, 2)
-                if count_flops(network, *two_args, **two_kwargs) != 2 * one:
-                    total += as_called(group)
-                    continue
+            one = count(*_batch_slice(largest, 1))
+            if largest.items > 1 and count(*_batch_slice(largest, 2)) != 2 * one:
+                total += as_called(group)
+                continue
             total += one * sum(c.items for c in group)
     return int(total)
 
@@ -602,7 +623,9 @@ def inference_workflow(bundle: Path, data_root: Path, out_dir: Path, overrides: 
 def _measure_variant(
     context: dict[str, Any], variant: str, out_dir: Path, repeats: int, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Bare forward (here) and end-to-end inference (in a child process) of one variant, ``repeats`` times each.
+    """Bare forward (here) and end-to-end inference (in a child process) of one variant, alternated ``repeats``
+    times (each bare forward while the child waits before its next run), so that a drifting machine load hits
+    both sides alike.
 
     Both sides are warm, as for every case of a dataset after the first: the bare forward gets one small
     untimed warm-up call, and the end-to-end child (:func:`strokeseg.bench.endtoend.end_to_end_child`: the
@@ -621,23 +644,26 @@ def _measure_variant(
     inputs = _formatted(calls, layout)
     expected = [out_dir / rel for rel in context["description"].outputs_for(context["case"])]
     bare = []
+
+    def time_bare_forward(_: int) -> None:
+        bare.append(time_call(lambda: replay_calls(network, inputs, bf16))[0])
+
     try:
         replay_calls(network, inputs[:1], bf16)
-        for _ in range(repeats):
-            bare.append(time_call(lambda: replay_calls(network, inputs, bf16))[0])
+        child = end_to_end_child(
+            context["bundle"],
+            context["data_root"],
+            out_dir,
+            {**overrides, **variant_overrides(knobs, variant)},
+            expected,
+            repeats,
+            context["work"] / "logs" / f"end_to_end_{variant}.log",
+            f"{context['description'].name} ({variant})",
+            before_each_run=time_bare_forward,
+        )
     finally:
         if layout is not None:
             _network_format(network, context["spatial_dims"], False)
-    child = end_to_end_child(
-        context["bundle"],
-        context["data_root"],
-        out_dir,
-        {**overrides, **variant_overrides(knobs, variant)},
-        expected,
-        repeats,
-        context["work"] / "logs" / f"end_to_end_{variant}.log",
-        f"{context['description'].name} ({variant})",
-    )
     end_to_end = child["end_to_end_s"]
     bare_s, e2e_s = median(bare, 9), median(end_to_end, 9)
     effective = context["flops_useful"] / bare_s / 1e9
@@ -905,7 +931,7 @@ def bench_bundle(
         raise BundleError(
             f"{description.name}: network input of shape {list(first_input.shape)} is neither 2-D nor 3-D."
         )
-    flops_computed = count_call_flops(network, calls)
+    flops_computed, flops_counted_on = count_call_flops(network, calls)
     fraction = useful_fraction(calls, recorded["predicted_voxels"])
     lap("flop_count")
     items = sum(c.items for c in calls)
@@ -979,6 +1005,7 @@ def bench_bundle(
             "spatial_dims": spatial_dims,
             "parameters": sum(p.numel() for p in network.parameters()),
             "flops_computed": flops_computed,
+            "flops_counted_on": flops_counted_on,
             "useful_fraction": round(fraction, 4),
             "flops_useful": int(flops_computed * fraction),
             "flops_per_item": int(flops_computed / items) if items else None,

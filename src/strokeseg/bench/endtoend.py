@@ -15,9 +15,10 @@ starts it from the bench.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,16 @@ def _high_water_mark_kib() -> float | None:
     except OSError:
         return None
     return None
+
+
+def _wait_for(path: Path, check: Callable[[], None], timeout: float) -> None:
+    """Poll (10 ms) until ``path`` exists; ``check()`` may raise meanwhile (the other side died)."""
+    deadline = time.perf_counter() + timeout
+    while not path.exists():
+        check()
+        if time.perf_counter() > deadline:
+            raise BundleError(f"gave up waiting for {path} after {timeout:g} s.")
+        time.sleep(0.01)
 
 
 def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,15 +73,24 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             )
         return elapsed
 
+    control = Path(spec["control"]) if spec.get("control") else None
+    timed, started, ended = [], [], []  # seconds; wall-clock start and end of each timed run
     try:
         first = run_once()
         first_peak = _high_water_mark_kib()
-        timed = [run_once() for _ in range(int(spec["runs"]))]
+        for i in range(int(spec["runs"])):
+            if control is not None:  # the bench runs its bare forward now; it says when that is done
+                (control / f"ready_{i}").touch()
+                _wait_for(control / f"go_{i}", lambda: None, float(spec.get("timeout_s", 1800.0)))
+            started.append(time.time())
+            timed.append(run_once())
+            ended.append(time.time())
     finally:
         workflow.finalize()
     return {
         "first_s": first,
         "end_to_end_s": timed,
+        "run_wall_clock": [[a, b] for a, b in zip(started, ended, strict=True)],
         "peak_rss_first_run_gib": None if first_peak is None else round(first_peak / 1024.0**2, 3),
     }
 
@@ -84,8 +104,14 @@ def end_to_end_child(
     runs: int,
     log_file: Path,
     label: str,
+    before_each_run: Callable[[int], None] | None = None,
+    timeout_s: float = 1800.0,
 ) -> dict[str, Any]:
     """Run :func:`run_spec` in a child process and return its times and peak memory.
+
+    ``before_each_run(i)`` runs here before the child's timed run ``i`` (while the child waits, after its first
+    run): the bench times its bare forward there, so that the two sides of P2 alternate and a drifting machine
+    load hits both alike.
 
     Args:
         bundle: the bundle copy; data_root: its dataset; out_dir: where the outputs go.
@@ -94,9 +120,12 @@ def end_to_end_child(
         runs: timed runs after the untimed first one (0: the first run only, for P5).
         log_file: the child's stdout and stderr (its result lies beside it, ``.json``).
         label: what runs, for messages (bundle and variant).
+        before_each_run: see above.
+        timeout_s: seconds before the child is killed.
 
     Returns:
-        ``{"first_s", "end_to_end_s", "peak_rss_first_run_gib"}`` and the child's ``returncode``, ``seconds``,
+        ``{"first_s", "end_to_end_s", "run_wall_clock", "peak_rss_first_run_gib"}`` (``run_wall_clock``: the
+        ``time.time()`` start and end of each timed run) and the child's ``returncode``, ``seconds``,
         ``peak_rss_mib`` / ``peak_rss_gib`` (its whole life: every run) and ``log``.
 
     Raises:
@@ -107,6 +136,9 @@ def end_to_end_child(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     spec_file, result_file = log_file.with_suffix(".spec.json"), log_file.with_suffix(".json")
     result_file.unlink(missing_ok=True)
+    control = log_file.with_suffix(".control")
+    shutil.rmtree(control, ignore_errors=True)
+    control.mkdir()
     spec = {
         "bundle": str(bundle),
         "data_root": str(data_root),
@@ -115,14 +147,36 @@ def end_to_end_child(
         "expected": [str(p) for p in expected],
         "runs": int(runs),
         "label": label,
+        "control": str(control),
+        "timeout_s": timeout_s,
     }
     spec_file.write_text(json.dumps(spec, indent=1))
     args = [sys.executable, "-m", "strokeseg.bench.endtoend", str(spec_file), str(result_file)]
-    child = child_peak_rss(args, log_file, cwd=bundle)
+
+    def alternate(proc) -> None:
+        def alive() -> None:
+            if proc.poll() is not None:
+                raise _ChildEnded
+
+        try:
+            for i in range(int(runs)):
+                _wait_for(control / f"ready_{i}", alive, timeout_s)
+                if before_each_run is not None:
+                    before_each_run(i)
+                (control / f"go_{i}").touch()
+        except _ChildEnded:  # it failed: its return code and log tell why
+            pass
+
+    child = child_peak_rss(args, log_file, cwd=bundle, timeout=timeout_s, while_running=alternate)
+    shutil.rmtree(control, ignore_errors=True)
     if child["returncode"] != 0 or not result_file.is_file():
         tail = Path(child["log"]).read_text(errors="replace").splitlines()[-20:]
         raise BundleError(f"end-to-end inference of {label} failed (log {log_file}):\n" + "\n".join(tail))
     return {**json.loads(result_file.read_text()), **child}
+
+
+class _ChildEnded(Exception):
+    """The end-to-end child exited while the bench waited for it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["child_peak_rss"]
@@ -25,7 +27,21 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def child_peak_rss(args: list[str], log_file: Path, cwd: Path | None = None, timeout: float = 1800.0) -> dict:
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the launcher and the command it started (the launcher's process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def child_peak_rss(
+    args: list[str],
+    log_file: Path,
+    cwd: Path | None = None,
+    timeout: float = 1800.0,
+    while_running: Callable[[subprocess.Popen], None] | None = None,
+) -> dict:
     """Run ``args`` as a child process and return its own peak resident memory (``os.wait4`` rusage).
 
     The command is started by a bare launcher interpreter (see ``_RSS_LAUNCHER``), so its peak does not include
@@ -36,6 +52,8 @@ def child_peak_rss(args: list[str], log_file: Path, cwd: Path | None = None, tim
         log_file: file for the child's stdout and stderr.
         cwd: working folder of the child.
         timeout: seconds before the child is killed (its return code is then the kill signal's).
+        while_running: called with the started process before it is waited for (work to interleave with the
+            child's); if it raises, the child is killed and the error passes on.
 
     Returns:
         ``{"returncode", "seconds", "peak_rss_mib", "peak_rss_gib", "log"}``.
@@ -52,12 +70,19 @@ def child_peak_rss(args: list[str], log_file: Path, cwd: Path | None = None, tim
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env={**os.environ},
+            start_new_session=True,  # its own process group: a kill reaches the measured command too
         )
         try:
-            returncode = proc.wait(timeout=timeout)
+            if while_running is not None:
+                while_running(proc)
+            returncode = proc.wait(timeout=max(1.0, timeout - (time.perf_counter() - start)))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc)
             returncode = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
     rss_kib = float(rss_file.read_text()) if rss_file.is_file() else float("nan")
     rss_mib = rss_kib / 1024.0
     return {
