@@ -602,6 +602,7 @@ def test_end_to_end_child_alternates_with_the_bench_and_names_what_it_did_not_wr
     (run0_start, run0_end), (run1_start, _) = child["run_wall_clock"]
     assert between[0][3] <= run0_start and run0_end <= between[1][1] and between[1][3] <= run1_start
     assert child["returncode"] == 0 and child["peak_rss_gib"] >= child["peak_rss_first_run_gib"] > 0
+    assert len(child["run_minor_page_faults"]) == 2 and min(child["run_minor_page_faults"]) > 0
     assert all(p.is_file() for p in expected) and not log.with_suffix(".control").exists()
     with pytest.raises(BundleError, match="tiny .fp32. did not write nowhere/missing.nii.gz") as failed:
         end_to_end_child(bundle, data_root, out, smoke, [out / "nowhere" / "missing.nii.gz"], 0, log, "tiny (fp32)")

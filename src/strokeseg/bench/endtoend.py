@@ -15,6 +15,7 @@ starts it from the bench.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import sys
 import time
@@ -74,7 +75,7 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         return elapsed
 
     control = Path(spec["control"]) if spec.get("control") else None
-    timed, started, ended = [], [], []  # seconds; wall-clock start and end of each timed run
+    timed, started, ended, page_faults = [], [], [], []  # seconds; wall-clock start and end; minor page faults
     try:
         first = run_once()
         first_peak = _high_water_mark_kib()
@@ -83,7 +84,9 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
                 (control / f"ready_{i}").touch()
                 _wait_for(control / f"go_{i}", lambda: None, float(spec.get("timeout_s", 1800.0)))
             started.append(time.time())
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             timed.append(run_once())
+            page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
             ended.append(time.time())
     finally:
         workflow.finalize()
@@ -91,6 +94,7 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         "first_s": first,
         "end_to_end_s": timed,
         "run_wall_clock": [[a, b] for a, b in zip(started, ended, strict=True)],
+        "run_minor_page_faults": page_faults,
         "peak_rss_first_run_gib": None if first_peak is None else round(first_peak / 1024.0**2, 3),
     }
 
@@ -124,9 +128,9 @@ def end_to_end_child(
         timeout_s: seconds before the child is killed.
 
     Returns:
-        ``{"first_s", "end_to_end_s", "run_wall_clock", "peak_rss_first_run_gib"}`` (``run_wall_clock``: the
-        ``time.time()`` start and end of each timed run) and the child's ``returncode``, ``seconds``,
-        ``peak_rss_mib`` / ``peak_rss_gib`` (its whole life: every run) and ``log``.
+        ``{"first_s", "end_to_end_s", "run_wall_clock", "run_minor_page_faults", "peak_rss_first_run_gib"}``
+        (``run_wall_clock``: the ``time.time()`` start and end of each timed run) and the child's
+        ``returncode``, ``seconds``, ``peak_rss_mib`` / ``peak_rss_gib`` (its whole life: every run) and ``log``.
 
     Raises:
         BundleError: the child failed (with the last lines of its log) or wrote no result.
