@@ -605,5 +605,7 @@ def test_end_to_end_child_alternates_with_the_bench_and_names_what_it_did_not_wr
     assert len(child["run_minor_page_faults"]) == 2 and min(child["run_minor_page_faults"]) > 0
     assert all(p.is_file() for p in expected) and not log.with_suffix(".control").exists()
     with pytest.raises(BundleError, match="tiny .fp32. did not write nowhere/missing.nii.gz") as failed:
-        end_to_end_child(bundle, data_root, out, smoke, [out / "nowhere" / "missing.nii.gz"], 0, log, "tiny (fp32)")
+        missing = [out / "nowhere" / "missing.nii.gz"]  # its first run fails: the bench stops waiting for it
+        end_to_end_child(bundle, data_root, out, smoke, missing, 2, log, "tiny (fp32)", before_each_run=slot)
+    assert [i for i, *_ in between] == [0, 1]  # no bare-forward slot for a child that never got ready
     assert str(log) in str(failed.value) and log.is_file() and not log.with_suffix(".json").exists()

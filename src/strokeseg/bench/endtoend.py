@@ -8,8 +8,9 @@ first-touch memory, the network's conversion to channels-last), then ``runs`` ti
 write the case's outputs anew. Its peak resident memory over all of it is P5.
 
 ``python -m strokeseg.bench.endtoend SPEC RESULT`` reads the JSON ``SPEC`` (``bundle``, ``data_root``,
-``out_dir``, ``overrides``, ``expected``: output files, ``runs``) and writes ``RESULT``; :func:`end_to_end_child`
-starts it from the bench.
+``out_dir``, ``overrides``, ``expected``: output files, ``runs``, ``label``, ``control``: the folder of the
+ready / go files by which it waits for the bench between runs, ``timeout_s``) and writes ``RESULT``;
+:func:`end_to_end_child` starts it from the bench.
 """
 
 from __future__ import annotations
@@ -28,25 +29,20 @@ from strokeseg.errors import BundleError
 __all__ = ["end_to_end_child", "run_spec"]
 
 
-def _high_water_mark_kib() -> float | None:
-    """This process's peak resident memory so far (``VmHWM`` of ``/proc/self/status``), ``None`` off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1])
-    except OSError:
-        return None
-    return None
+def _wait_for(path: Path, alive: Callable[[], bool], timeout: float) -> bool:
+    """Poll (10 ms) until ``path`` exists (``True``) or ``alive()`` says the other side ended (``False``).
 
-
-def _wait_for(path: Path, check: Callable[[], None], timeout: float) -> None:
-    """Poll (10 ms) until ``path`` exists; ``check()`` may raise meanwhile (the other side died)."""
+    Raises:
+        BundleError: neither within ``timeout`` seconds.
+    """
     deadline = time.perf_counter() + timeout
     while not path.exists():
-        check()
+        if not alive():
+            return False
         if time.perf_counter() > deadline:
             raise BundleError(f"gave up waiting for {path} after {timeout:g} s.")
         time.sleep(0.01)
+    return True
 
 
 def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,11 +74,11 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     timed, started, ended, page_faults = [], [], [], []  # seconds; wall-clock start and end; minor page faults
     try:
         first = run_once()
-        first_peak = _high_water_mark_kib()
+        first_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, as child_peak_rss
         for i in range(int(spec["runs"])):
             if control is not None:  # the bench runs its bare forward now; it says when that is done
                 (control / f"ready_{i}").touch()
-                _wait_for(control / f"go_{i}", lambda: None, float(spec.get("timeout_s", 1800.0)))
+                _wait_for(control / f"go_{i}", lambda: True, float(spec.get("timeout_s", 1800.0)))
             started.append(time.time())
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             timed.append(run_once())
@@ -95,7 +91,7 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         "end_to_end_s": timed,
         "run_wall_clock": [[a, b] for a, b in zip(started, ended, strict=True)],
         "run_minor_page_faults": page_faults,
-        "peak_rss_first_run_gib": None if first_peak is None else round(first_peak / 1024.0**2, 3),
+        "peak_rss_first_run_gib": round(first_peak_kib / 1024.0**2, 3),
     }
 
 
@@ -158,18 +154,12 @@ def end_to_end_child(
     args = [sys.executable, "-m", "strokeseg.bench.endtoend", str(spec_file), str(result_file)]
 
     def alternate(proc) -> None:
-        def alive() -> None:
-            if proc.poll() is not None:
-                raise _ChildEnded
-
-        try:
-            for i in range(int(runs)):
-                _wait_for(control / f"ready_{i}", alive, timeout_s)
-                if before_each_run is not None:
-                    before_each_run(i)
-                (control / f"go_{i}").touch()
-        except _ChildEnded:  # it failed: its return code and log tell why
-            pass
+        for i in range(int(runs)):
+            if not _wait_for(control / f"ready_{i}", lambda: proc.poll() is None, timeout_s):
+                return  # the child ended early: its return code and log tell why
+            if before_each_run is not None:
+                before_each_run(i)
+            (control / f"go_{i}").touch()
 
     child = child_peak_rss(args, log_file, cwd=bundle, timeout=timeout_s, while_running=alternate)
     shutil.rmtree(control, ignore_errors=True)
@@ -177,10 +167,6 @@ def end_to_end_child(
         tail = Path(child["log"]).read_text(errors="replace").splitlines()[-20:]
         raise BundleError(f"end-to-end inference of {label} failed (log {log_file}):\n" + "\n".join(tail))
     return {**json.loads(result_file.read_text()), **child}
-
-
-class _ChildEnded(Exception):
-    """The end-to-end child exited while the bench waited for it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
