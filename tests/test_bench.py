@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -60,6 +61,32 @@ def test_edd_flops_are_linear_in_the_slice_batch():
     with torch.inference_mode():
         one, three = count_flops(net, x[:1]), count_flops(net, x)
     assert one > 0 and three == 3 * one
+
+
+_HUGE_PAGES_PROBE = """
+import os, monai.bundle, strokeseg, torch
+x = torch.ones(64 * 1024 * 1024)  # 256 MiB, the first CPU allocation of this process
+huge = [line.split()[1] for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")]
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge[0] if huge else "unknown")
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "0"])
+def test_importing_strokeseg_turns_on_torch_huge_pages_unless_the_user_chose(preset):
+    """As ``python -m monai.bundle run`` does it: monai (and torch) first, then a bundle's ``import strokeseg``."""
+    import subprocess
+    import sys
+
+    from strokeseg.bench.machine import huge_pages
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if preset is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = preset
+    out = subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], env=env, capture_output=True, text=True)
+    variable, huge_kib = out.stdout.split()
+    assert variable == (preset or "1")
+    if huge_pages()["kernel_mode"] == "madvise" and huge_kib != "unknown":  # only then does torch's switch decide
+        assert (int(huge_kib) > 0) == (preset is None)
 
 
 def test_cpuinfo_parsing_and_bf16_decision():
@@ -457,15 +484,30 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert fp32["end_to_end_child"]["seconds"] > fp32["end_to_end_first_s"] + fp32["end_to_end_s"][0]
     assert record["training"]["p4"] > 0 and record["training"]["batch_image_shape"][0] >= 1
     stages = record["stage_seconds"]  # where the bench's own time went, step by step
-    assert list(stages) == ["data_and_copy", "recorded_inference", "flop_count", "variant_fp32", "training"]
+    assert list(stages) == ["data_and_copy", "evaluator", "flop_count", "variant_fp32", "training"]
     timed = fp32["end_to_end_first_s"] + sum(fp32["bare_forward_s"]) + sum(fp32["end_to_end_s"])
     assert stages["variant_fp32"] >= timed - 0.02  # each step's laps hold that step's own measurements
-    assert stages["recorded_inference"] >= record["case"]["preprocess_s"] - 0.02
+    assert 0 <= fp32["end_to_end_first_recording_s"] < fp32["end_to_end_first_s"] + 1.0
     training = record["training"]
     assert stages["training"] >= sum(training["pipeline_iteration_s"] + training["in_memory_iteration_s"]) - 0.02
     assert sum(stages.values()) <= wall + 0.05 and min(stages.values()) >= 0
     text = render_markdown({**_machine_results(), "bundles": {"tiny": {**record, "section_seconds": 9.5}}})
-    assert f"Where this section's 9.5 s went: data and copy {stages['data_and_copy']:g} s, recorded" in text
+    assert f"Where this section's 9.5 s went: data and copy {stages['data_and_copy']:g} s, evaluator" in text
+    # the calls recorded in the child's first run are the ones the evaluator makes in this process
+    from strokeseg.bench.bundle import _inference_parser, _record_inference, load_calls
+    from strokeseg.bundle.description import describe_bundle
+
+    work = tmp_path / "work"
+    settings = {**describe_bundle(fixture).smoke_overrides, "bundle_root": str(work / "tiny_bundle")}
+    parser = _inference_parser(work / "tiny_bundle", {**settings, "dataset_dir": str(work / "data")})
+    here = _record_inference(parser, describe_bundle(fixture), work / "tiny_bundle")
+    child = load_calls(work / "calls")
+    assert [c.signature() for c in child] == [c.signature() for c in here["calls"]]
+    assert [c.items for c in child] == [c.items for c in here["calls"]] and len(child) == case["network_calls"]
+    for a, b in zip(child, here["calls"], strict=True):
+        torch.testing.assert_close(a.args[0], b.args[0])
+        torch.testing.assert_close(a.output, b.output, rtol=1e-4, atol=1e-5)
+    assert count_call_flops(here["network"], here["calls"])[0] == net["flops_computed"]
     rows = collect_ratios({"bundles": {"tiny": record}})
     assert {r["id"] for r in rows} == {"P1", "P2", "P4", "P5"} and all(r["default"] for r in rows)
 

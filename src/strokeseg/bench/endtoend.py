@@ -5,11 +5,15 @@ so its own peak memory says nothing about a user's inference (P5), and a separat
 inference more per bundle. Here one child does both: it builds the bundle's ``inference.json`` workflow (the
 ``ConfigWorkflow`` that ``python -m monai.bundle run`` builds), runs it once untimed (warm-up: lazy imports,
 first-touch memory, the network's conversion to channels-last), then ``runs`` timed times, each of which must
-write the case's outputs anew. Its peak resident memory over all of it is P5.
+write the case's outputs anew. Its peak resident memory over all of it is P5. Where the spec names a ``record``
+folder, the first run also records the network's calls there (:class:`strokeseg.bench.bundle.CallRecorder`,
+one call's copy in memory at a time) with the shapes the inferer got and gave (``summary.json``): the bench
+replays and counts those calls, and needs no inference of its own for them.
 
 ``python -m strokeseg.bench.endtoend SPEC RESULT`` reads the JSON ``SPEC`` (``bundle``, ``data_root``,
 ``out_dir``, ``overrides``, ``expected``: output files, ``runs``, ``label``, ``control``: the folder of the
-ready / go files by which it waits for the bench between runs, ``timeout_s``) and writes ``RESULT``;
+ready / go files by which it waits for the bench between runs, ``timeout_s``, ``record``: optional, see above)
+and writes ``RESULT``;
 :func:`end_to_end_child` starts it from the bench.
 """
 
@@ -26,7 +30,61 @@ from typing import Any
 
 from strokeseg.errors import BundleError
 
-__all__ = ["end_to_end_child", "run_spec"]
+__all__ = ["end_to_end_child", "run_spec", "RECORD_SUMMARY"]
+
+#: what the first run's inferer got and gave, beside the recorded calls
+RECORD_SUMMARY = "summary.json"
+
+
+class _InfererShapes:
+    """Passes every call on to ``inner`` and notes the shape of its input and of its first output tensor.
+
+    Everything else (attributes the engine reads) comes from ``inner``.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.inputs, self.outputs = inner, [], []
+
+    def __call__(self, inputs, *args, **kwargs):
+        from strokeseg.bench.bundle import _tensors
+
+        output = self.inner(inputs, *args, **kwargs)
+        self.inputs.append(list(inputs.shape))
+        found = _tensors(output)
+        self.outputs.append(list(found[0].shape) if found else None)
+        return output
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _recorded_run(workflow, folder: Path, run_once: Callable[[], float], label: str) -> tuple[float, float]:
+    """``run_once()`` with the evaluator network's calls written to ``folder`` and the inferer's shapes noted.
+
+    Returns:
+        ``(seconds of the run, seconds of it spent recording)``.
+
+    Raises:
+        BundleError: the inferer never called the network or returned no tensor.
+    """
+    from strokeseg.bench.bundle import CallRecorder
+
+    evaluator = workflow.parser.get_parsed_content("evaluator")
+    shapes = _InfererShapes(evaluator.inferer)
+    evaluator.inferer = shapes
+    try:
+        with CallRecorder(evaluator.network, folder=folder, plain_fp32=True) as recorder:
+            seconds = run_once()
+    finally:
+        evaluator.inferer = shapes.inner
+    network = type(evaluator.network).__name__
+    if not recorder.calls:
+        raise BundleError(f"{label}: the inferer never called the network {network}.")
+    if not shapes.outputs or any(out is None for out in shapes.outputs):
+        raise BundleError(f"{label}: the inferer returned no tensor.")
+    summary = {"network_class": network, "inferer_inputs": shapes.inputs, "predictions": shapes.outputs}
+    (folder / RECORD_SUMMARY).write_text(json.dumps({**summary, "recording_s": recorder.seconds}))
+    return seconds, recorder.seconds
 
 
 def _wait_for(path: Path, alive: Callable[[], bool], timeout: float) -> bool:
@@ -72,8 +130,13 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     control = Path(spec["control"]) if spec.get("control") else None
     timed, started, ended, page_faults = [], [], [], []  # seconds; wall-clock start and end; minor page faults
+    record = Path(spec["record"]) if spec.get("record") else None
+    recording = 0.0
     try:
-        first = run_once()
+        if record is None:
+            first = run_once()
+        else:
+            first, recording = _recorded_run(workflow, record, run_once, spec["label"])
         first_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, as child_peak_rss
         for i in range(int(spec["runs"])):
             if control is not None:  # the bench runs its bare forward now; it says when that is done
@@ -87,7 +150,8 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     finally:
         workflow.finalize()
     return {
-        "first_s": first,
+        "first_s": first - recording,
+        "recording_s": recording,
         "end_to_end_s": timed,
         "run_wall_clock": [[a, b] for a, b in zip(started, ended, strict=True)],
         "run_minor_page_faults": page_faults,
@@ -106,6 +170,7 @@ def end_to_end_child(
     label: str,
     before_each_run: Callable[[int], None] | None = None,
     timeout_s: float = 1800.0,
+    record: Path | None = None,
 ) -> dict[str, Any]:
     """Run :func:`run_spec` in a child process and return its times and peak memory.
 
@@ -122,10 +187,13 @@ def end_to_end_child(
         label: what runs, for messages (bundle and variant).
         before_each_run: see above.
         timeout_s: seconds before the child is killed.
+        record: a folder for the first run's network calls (:func:`strokeseg.bench.bundle.load_calls` reads
+            them; ``summary.json`` beside them), before ``before_each_run(0)``.
 
     Returns:
-        ``{"first_s", "end_to_end_s", "run_wall_clock", "run_minor_page_faults", "peak_rss_first_run_gib"}``
-        (``run_wall_clock``: the ``time.time()`` start and end of each timed run) and the child's
+        ``{"first_s", "recording_s", "end_to_end_s", "run_wall_clock", "run_minor_page_faults",
+        "peak_rss_first_run_gib"}`` (``first_s``: the first run less ``recording_s``, the time its recording
+        took; ``run_wall_clock``: the ``time.time()`` start and end of each timed run) and the child's
         ``returncode``, ``seconds``, ``peak_rss_mib`` / ``peak_rss_gib`` (its whole life: every run) and ``log``.
 
     Raises:
@@ -149,6 +217,7 @@ def end_to_end_child(
         "label": label,
         "control": str(control),
         "timeout_s": timeout_s,
+        "record": None if record is None else str(record),
     }
     spec_file.write_text(json.dumps(spec, indent=1))
     args = [sys.executable, "-m", "strokeseg.bench.endtoend", str(spec_file), str(result_file)]

@@ -112,6 +112,19 @@ def load_average() -> list[float] | None:
         return None
 
 
+def huge_pages() -> dict[str, str | None]:
+    """PyTorch's huge-page switch as this process has it and the kernel's THP mode (the bracketed choice of
+    ``/sys/kernel/mm/transparent_hugepage/enabled``; ``None`` where unreadable)."""
+    from strokeseg import HUGE_PAGES_VARIABLE
+
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        mode = text[text.index("[") + 1 : text.index("]")]
+    except (OSError, ValueError):
+        mode = None
+    return {"variable": f"{HUGE_PAGES_VARIABLE}={os.environ.get(HUGE_PAGES_VARIABLE, '')}", "kernel_mode": mode}
+
+
 def machine_info() -> dict:
     """The machine record of ``bench.json``: CPU model, cores, torch threads, bf16 support, versions, load."""
     import monai
@@ -136,4 +149,5 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "monai": monai.__version__,
         "load_average": load_average(),
+        "huge_pages": huge_pages(),
     }

@@ -195,6 +195,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
+def _huge(machine: dict[str, Any]) -> str:
+    pages = machine.get("huge_pages")
+    if not pages:
+        return ""
+    return f" Huge pages: {pages['variable']}, kernel THP mode {pages['kernel_mode'] or 'unknown'}."
+
+
 def _machine_lines(machine: dict[str, Any], load_end: Any) -> list[str]:
     bf16 = "yes" if machine["bf16_supported"] else "no"
     isa = f"ATen CPU capability {machine.get('aten_cpu_capability') or 'unknown'}"
@@ -203,7 +210,7 @@ def _machine_lines(machine: dict[str, Any], load_end: Any) -> list[str]:
     return [
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, torch threads "
         f"{machine['torch_threads']}, flags {', '.join(machine['cpu_flags']) or 'none'} ({isa}); native bf16: "
-        f"{bf16} ({machine['bf16_reason']}). torch {machine['torch']}, MONAI {machine['monai']}.",
+        f"{bf16} ({machine['bf16_reason']}). torch {machine['torch']}, MONAI {machine['monai']}.{_huge(machine)}",
         "",
         f"Load average (1, 5, 15 min) at start {machine['load_average']}, at end {load_end}. Absolute seconds are "
         "indicative only (shared, noisy machine); the ratios are measured side by side in this run.",
