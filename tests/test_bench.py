@@ -512,6 +512,21 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert {r["id"] for r in rows} == {"P1", "P2", "P4", "P5"} and all(r["default"] for r in rows)
 
 
+def test_bench_without_a_measurable_variant_records_the_calls_in_its_p5_child(tmp_path: Path):
+    """No variant can run (the fixture has no channels_last knob): one run of the defaults records the calls."""
+    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
+    machine = {"bf16_supported": False, "bf16_reason": "mocked"}
+    record = bench_bundle(
+        fixture, tmp_path / "work", peak, machine, quick=True, variants="fp32_channels_last", measure_training=False
+    )
+    assert record["variants"] == {} and "no channels_last knob" in record["skipped_variants"]["fp32_channels_last"]
+    assert record["network"]["flops_computed"] > 0 and record["case"]["network_calls"] >= 1
+    memory = record["memory"]
+    assert memory["variant"] == "fp32 (bundle defaults)" and memory["timed_runs"] == 0 and memory["returncode"] == 0
+    assert list(record["stage_seconds"]) == ["data_and_copy", "evaluator", "recording_run", "flop_count"]
+
+
 def test_quick_config_measures_the_quick_networks(tmp_path: Path):
     """``quick_config`` applies the bundle's ``configs/quick.json`` (the CPU-sized model) to what is measured."""
     import monai

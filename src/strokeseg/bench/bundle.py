@@ -1114,8 +1114,9 @@ def bench_bundle(
             stages[f"variant_{name}"] = round(stages[f"variant_{name}"] - stages["flop_count"], 2)
     if "calls" not in context:  # no variant measured: one run of the bundle's defaults records the calls
         recording_child = inference_memory(bundle, data_root, work, description, case, extra, record=record_dir)
-        analyse_calls()
         lap("recording_run")
+        analyse_calls()
+        lap("flop_count")
     calls, summary, spatial_dims = context["calls"], context["summary"], context["spatial_dims"]
     first_input, items, fraction = context["first_input"], context["items"], context["fraction"]
     flops_computed = context["flops_computed"]
@@ -1161,7 +1162,9 @@ def bench_bundle(
     }
     context["record"] = record
     if description.bench_hook:
-        context["item"] = _first_item(parser)  # preprocessed here only for a hook (the children preprocess)
+        # preprocessed here only for a hook (the children preprocess their own): this process's first preprocessing
+        preprocess_s, context["item"] = time_call(lambda: _first_item(parser))
+        record["case"]["preprocess_s"] = round(preprocess_s, 3)
         _merge_hook(record, run_hook(description.bench_hook, context))
         lap("bench_hook")
     if measure_training:
