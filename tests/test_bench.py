@@ -75,7 +75,6 @@ print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge[0] if huge else "unknown")
 def test_importing_strokeseg_turns_on_torch_huge_pages_unless_the_user_chose(preset):
     """As ``python -m monai.bundle run`` does it: monai (and torch) first, then a bundle's ``import strokeseg``."""
     import subprocess
-    import sys
 
     from strokeseg.bench.machine import huge_pages
 
@@ -487,7 +486,7 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert list(stages) == ["data_and_copy", "evaluator", "flop_count", "variant_fp32", "training"]
     timed = fp32["end_to_end_first_s"] + sum(fp32["bare_forward_s"]) + sum(fp32["end_to_end_s"])
     assert stages["variant_fp32"] >= timed - 0.02  # each step's laps hold that step's own measurements
-    assert 0 <= fp32["end_to_end_first_recording_s"] < fp32["end_to_end_first_s"] + 1.0
+    assert 0 < fp32["end_to_end_first_recording_s"] < fp32["end_to_end_first_s"] + 1.0  # 100+ calls written
     training = record["training"]
     assert stages["training"] >= sum(training["pipeline_iteration_s"] + training["in_memory_iteration_s"]) - 0.02
     assert sum(stages.values()) <= wall + 0.05 and min(stages.values()) >= 0

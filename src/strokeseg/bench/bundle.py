@@ -131,6 +131,11 @@ class NetworkCall:
         return tuple(tuple(t.shape) for t in _tensors((self.args, self.kwargs)))
 
 
+def _batch_voxels(shape: Sequence[int]) -> int:
+    """Spatial voxels of a ``(B, C, *S)`` shape summed over its batch (``B`` where it has no spatial axes)."""
+    return int(shape[0] * math.prod(shape[2:])) if len(shape) > 2 else int(shape[0]) if shape else 1
+
+
 def _stored(t: torch.Tensor, plain_fp32: bool) -> torch.Tensor:
     """A copy of ``t`` to keep: detached, a plain tensor; with ``plain_fp32`` also contiguous and, if floating
     point, float32 (how a bf16 or channels-last run's calls are kept for replay in any variant)."""
@@ -189,8 +194,7 @@ class CallRecorder:
         outs = _tensors(output)
         if outs and self.calls:
             first = outs[0]
-            spatial = math.prod(first.shape[2:]) if first.ndim > 2 else 1
-            self.calls[-1].output_voxels = int(first.shape[0] * spatial)
+            self.calls[-1].output_voxels = _batch_voxels(first.shape)
             if self.keep_outputs:
                 kept = _stored(first, self.plain_fp32).float()
                 if self.folder is not None:
@@ -580,7 +584,7 @@ def _record_inference(parser, description, bundle: Path, crop: int | None = None
         "network": network,
         "calls": recorder.calls,
         "prediction_shape": list(pred.shape),
-        "predicted_voxels": int(pred.shape[0] * math.prod(pred.shape[2:])),
+        "predicted_voxels": _batch_voxels(pred.shape),
         "output": pred,
         "preprocess_s": preprocess_s,
         "recorded_inference_s": infer_s,
@@ -1079,7 +1083,7 @@ def bench_bundle(
                 f"{description.name}: network input of shape {list(first_input.shape)} is neither 2-D nor 3-D."
             )
         flops, counted_on = count_call_flops(network, calls)
-        predicted = sum(shape[0] * math.prod(shape[2:]) for shape in summary["predictions"])
+        predicted = sum(_batch_voxels(shape) for shape in summary["predictions"])
         fraction = useful_fraction(calls, predicted)
         context.update(
             calls=calls,
