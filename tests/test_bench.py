@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from strokeseg.bench import conv_peak, count_flops, resolve_sections, run_bench
-from strokeseg.bench.bundle import (
+from strokeseg.errors import BundleError
+from strokeseg.networks.eddnet import EDDNet
+from strokeseg.runtime.hardware import bf16_support, cpu_flags, cpu_model
+from strokeseg.tools.bench import conv_peak, count_flops, resolve_sections, run_bench
+from strokeseg.tools.bench.bundle import (
     CallRecorder,
     NetworkCall,
     bench_bundle,
@@ -24,13 +27,10 @@ from strokeseg.bench.bundle import (
     variant_knobs,
     variant_overrides,
 )
-from strokeseg.bench.hooks import edd_muscle as edd_hook
-from strokeseg.bench.machine import bf16_support, cpu_flags, cpu_model
-from strokeseg.bench.memory import child_peak_rss
-from strokeseg.bench.report import TARGETS, collect_ratios, judge, p3_row, render_markdown
-from strokeseg.bench.timing import median, time_repeats
-from strokeseg.errors import BundleError
-from strokeseg.networks.eddnet import EDDNet
+from strokeseg.tools.bench.hooks import edd_muscle as edd_hook
+from strokeseg.tools.bench.memory import child_peak_rss
+from strokeseg.tools.bench.report import TARGETS, collect_ratios, judge, p3_row, render_markdown
+from strokeseg.tools.bench.timing import median, time_repeats
 
 CPUINFO_AVX2 = "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx fma avx2\n\n"
 CPUINFO_AMX = "processor\t: 0\nmodel name\t: Test CPU 9500\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -65,24 +65,27 @@ def test_edd_flops_are_linear_in_the_slice_batch():
 
 _HUGE_PAGES_PROBE = """
 import os, monai.bundle, strokeseg, torch
+before = os.environ.get("THP_MEM_ALLOC_ENABLE")
+strokeseg.runtime.hardware.enable_huge_pages()  # what the strokeseg command and every bundle config call first
 x = torch.ones(64 * 1024 * 1024)  # 256 MiB, the first CPU allocation of this process
 huge = [line.split()[1] for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")]
-print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge[0] if huge else "unknown")
+print(before, os.environ.get("THP_MEM_ALLOC_ENABLE"), huge[0] if huge else "unknown")
 """
 
 
 @pytest.mark.parametrize("preset", [None, "0"])
-def test_importing_strokeseg_turns_on_torch_huge_pages_unless_the_user_chose(preset):
-    """As ``python -m monai.bundle run`` does it: monai (and torch) first, then a bundle's ``import strokeseg``."""
+def test_enable_huge_pages_turns_on_torch_huge_pages_unless_the_user_chose(preset):
+    """Importing strokeseg changes nothing; the explicit call does, before the first allocation."""
     import subprocess
 
-    from strokeseg.bench.machine import huge_pages
+    from strokeseg.runtime.hardware import huge_pages
 
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     if preset is not None:
         env["THP_MEM_ALLOC_ENABLE"] = preset
     out = subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], env=env, capture_output=True, text=True)
-    variable, huge_kib = out.stdout.split()
+    before, variable, huge_kib = out.stdout.split()
+    assert before == (preset or "None")
     assert variable == (preset or "1")
     if huge_pages()["kernel_mode"] == "madvise" and huge_kib != "unknown":  # only then does torch's switch decide
         assert (int(huge_kib) > 0) == (preset is None)
@@ -256,7 +259,7 @@ class _DataDependentNet(torch.nn.Module):
 
 
 def test_call_flops_are_counted_per_item_where_that_is_exact(monkeypatch):
-    import strokeseg.bench.bundle as bench_module
+    import strokeseg.tools.bench.bundle as bench_module
 
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 1)).eval()
     calls = [NetworkCall((torch.zeros(n, 2, 12, 10),), {}, n) for n in (8, 8, 6, 1)]
@@ -425,7 +428,7 @@ def test_variant_knobs_overrides_and_default():
 
 
 def test_edd_hook_counts_candidates_and_scales_to_a_scan():
-    from strokeseg.bench.bundle import NetworkCall
+    from strokeseg.tools.bench.bundle import NetworkCall
 
     logits = torch.full((3, 2, 16, 16), -5.0)
     logits[:, 0] = 5.0
@@ -493,8 +496,8 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     text = render_markdown({**_machine_results(), "bundles": {"tiny": {**record, "section_seconds": 9.5}}})
     assert f"Where this section's 9.5 s went: data and copy {stages['data_and_copy']:g} s, evaluator" in text
     # the calls recorded in the child's first run are the ones the evaluator makes in this process
-    from strokeseg.bench.bundle import _inference_parser, _record_inference, load_calls
-    from strokeseg.bundle.description import describe_bundle
+    from strokeseg.runtime.description import describe_bundle
+    from strokeseg.tools.bench.bundle import _inference_parser, _record_inference, load_calls
 
     work = tmp_path / "work"
     settings = {**describe_bundle(fixture).smoke_overrides, "bundle_root": str(work / "tiny_bundle")}
@@ -573,7 +576,7 @@ def test_run_bench_edd_muscle_quick(tmp_path: Path):
 
 
 def test_bench_cli_takes_checkpoints_for_one_bundle_only(tmp_path: Path):
-    from strokeseg.cli import bench
+    from strokeseg.tools.cli import bench
 
     with pytest.raises(BundleError, match="exactly one bundle"):
         bench(bundles="stroke_ctp_msdcnn,stroke_ctp_dwi_gan", out=str(tmp_path / "b.json"), ckpt_dir=str(tmp_path))
@@ -581,9 +584,9 @@ def test_bench_cli_takes_checkpoints_for_one_bundle_only(tmp_path: Path):
 
 
 def test_bench_cli_repeats_and_variants_reach_every_bundle(tmp_path: Path, monkeypatch):
-    import strokeseg.bench as bench_module
-    from strokeseg.bundle.knobs import KnobError
-    from strokeseg.cli import bench
+    import strokeseg.tools.bench as bench_module
+    from strokeseg.runtime.knobs import KnobError
+    from strokeseg.tools.cli import bench
 
     seen = {}
     monkeypatch.setattr(bench_module, "run_bench", lambda **kw: seen.update(kw) or tmp_path / "b.json")
@@ -604,7 +607,7 @@ def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypat
     """Two warm-up iterations, then one from the pipeline and one in memory (quick: one repeat each)."""
     from monai.engines import SupervisedTrainer
 
-    import strokeseg.bench.bundle as bench_module
+    import strokeseg.tools.bench.bundle as bench_module
 
     calls = []
     real = SupervisedTrainer._iteration
@@ -623,8 +626,8 @@ def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypat
 def test_help_flag_shows_help_and_starts_nothing(flag, monkeypatch, capsys, tmp_path: Path):
     """``strokeseg bench --help`` once started a whole bench: every option has a default and ``**overrides``
     took the flag as a config id."""
-    import strokeseg.bench as bench_module
-    from strokeseg.cli import main
+    import strokeseg.tools.bench as bench_module
+    from strokeseg.tools.cli import main
 
     monkeypatch.setattr(bench_module, "run_bench", lambda **kw: pytest.fail(f"the bench ran: {kw}"))
     monkeypatch.chdir(tmp_path)
@@ -639,9 +642,9 @@ def test_help_flag_shows_help_and_starts_nothing(flag, monkeypatch, capsys, tmp_
 
 
 def test_end_to_end_child_alternates_with_the_bench_and_names_what_it_did_not_write(tmp_path: Path):
-    from strokeseg.bench.bundle import _case_of, _inference_parser, bench_copy
-    from strokeseg.bench.endtoend import end_to_end_child
-    from strokeseg.bundle.description import describe_bundle
+    from strokeseg.runtime.description import describe_bundle
+    from strokeseg.tools.bench.bundle import _case_of, _inference_parser, bench_copy
+    from strokeseg.tools.bench.endtoend import end_to_end_child
 
     fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
     description = describe_bundle(fixture)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from strokeseg.bench.hooks import deepmedic as hook
 from strokeseg.inferers.tiles import ValidTileInferer
 from strokeseg.networks.deepmedic import DeepMedic
+from strokeseg.tools.bench.hooks import deepmedic as hook
 
 TINY = {"features": (4, 4, 4), "residual_layers": (3,), "fc_features": (6,), "fc_dropout": (0.0, 0.0)}
 

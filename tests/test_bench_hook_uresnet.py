@@ -10,8 +10,8 @@ from monai.data import Dataset
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 
-from strokeseg.bench.hooks import uresnet_focal as hook
 from strokeseg.inferers.patches import FaithfulPatchInferer
+from strokeseg.tools.bench.hooks import uresnet_focal as hook
 
 
 def _net() -> torch.nn.Module:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-import strokeseg.demo as demo
-from strokeseg.cli import main
+import strokeseg.tools.demo as demo
 from strokeseg.data.layouts import LAYOUT_NAMES
 from strokeseg.errors import StrokesegError
+from strokeseg.tools.cli import main
 
 
 def test_demo_data_part_writes_every_layout_and_a_readme(tmp_path, monkeypatch):
@@ -43,13 +43,13 @@ def test_full_demo_runs_the_edd_bundle(tmp_path):
 
 @pytest.mark.parametrize(("text", "expected"), [("false", False), ("False", False), ("0", False), ("yes", True)])
 def test_cli_flags_accept_textual_booleans(text, expected):
-    from strokeseg.cli import as_bool
+    from strokeseg.tools.cli import as_bool
 
     assert as_bool(text) is expected
 
 
 def test_cli_flags_reject_nonsense():
-    from strokeseg.cli import as_bool
+    from strokeseg.tools.cli import as_bool
 
     with pytest.raises(StrokesegError, match="--train expects true or false"):
         as_bool("maybe", "train")

@@ -60,7 +60,7 @@ def test_pyproject_pins_the_product_dependencies():
     names = {re.split(r"[<>=!~ ]", d)[0].lower() for d in deps}
     assert {"monai", "nibabel", "itk", "pytorch-ignite", "tensorboard", "fire", "nilearn"} <= names
     assert any(d.startswith("monai>=1.6") for d in deps)
-    assert meta["project"]["scripts"]["strokeseg"] == "strokeseg.cli:main"
+    assert meta["project"]["scripts"]["strokeseg"] == "strokeseg.tools.cli:main"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)

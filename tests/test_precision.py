@@ -6,10 +6,10 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
-import strokeseg.precision as precision
-from strokeseg.bundle.knobs import KnobError
+import strokeseg.runtime.precision as precision
 from strokeseg.inferers.patches import FaithfulPatchInferer
-from strokeseg.precision import PrecisionInferer, as_precision, native_bf16, resolve_precision, use_bf16
+from strokeseg.runtime.knobs import KnobError
+from strokeseg.runtime.precision import PrecisionInferer, as_precision, native_bf16, resolve_precision, use_bf16
 from tests.test_bench import CPUINFO_AMX, CPUINFO_AVX2
 
 
@@ -28,7 +28,7 @@ def test_spellings_and_refusals():
 
 
 def test_auto_follows_the_cpu_flags(monkeypatch):
-    import strokeseg.bench.machine as machine
+    import strokeseg.runtime.hardware as machine
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
@@ -56,7 +56,7 @@ def test_auto_on_cuda_asks_torch(monkeypatch):
 def test_forced_bf16_without_native_support_warns(monkeypatch, caplog):
     monkeypatch.setattr(precision, "native_bf16", lambda device=None: (False, "mocked: no flag"))
     monkeypatch.setattr(precision, "_LOGGED", set())
-    with caplog.at_level("WARNING", logger="strokeseg.precision"):
+    with caplog.at_level("WARNING", logger="strokeseg.runtime.precision"):
         assert use_bf16("bf16", "cpu") is True
     assert "without native bf16" in caplog.text and "mocked: no flag" in caplog.text
 
@@ -112,7 +112,7 @@ def test_precision_inferer_wraps_the_faithful_patch_inferer():
 
 
 def test_training_network_is_the_network_itself_in_fp32_and_autocast_in_bf16(monkeypatch):
-    import strokeseg.bench.machine as machine
+    import strokeseg.runtime.hardware as machine
 
     net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3, padding=1), torch.nn.PReLU())
     assert precision.training_network(net, "fp32", "cpu") is net

@@ -1,12 +1,12 @@
-"""``strokeseg profile``: where end-to-end inference spends its time (strokeseg.bench.profile)."""
+"""``strokeseg profile``: where end-to-end inference spends its time (strokeseg.tools.bench.profile)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from strokeseg.bundle.description import default_bundles_dir, describe_bundle
-from strokeseg.cli import main
+from strokeseg.runtime.description import default_bundles_dir, describe_bundle
+from strokeseg.tools.cli import main
 
 EDD = default_bundles_dir() / "stroke_dwi_edd_muscle"
 

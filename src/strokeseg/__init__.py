@@ -1,22 +1,48 @@
 """strokeseg: five published stroke-lesion segmentation methods as MONAI bundles.
 
-Importing strokeseg turns on PyTorch's transparent huge pages for large CPU buffers
-(``THP_MEM_ALLOC_ENABLE=1``) unless the environment already sets that variable (``THP_MEM_ALLOC_ENABLE=0``
-keeps it off). PyTorch reads it once, at the process's first CPU tensor allocation, which in
-``python -m monai.bundle run`` comes after the bundle's ``imports`` (they name ``strokeseg`` first of our
-modules). The 3-D bundles' per-window buffers are otherwise returned to the system and faulted in again, 4 KiB
-page by page: the uResNet's end-to-end inference took 3.4–4.8 million minor page faults per run on a 2-core
-AMD EPYC VM, 0.16–0.28 million with huge pages, and 12.8–16.9 s instead of 17.4–21.2 s (README, Performance).
-Where the kernel's THP mode is ``never`` the variable changes nothing. Child processes inherit it.
+Three floors, each importing only the floors below it (``tests/test_layering.py`` keeps this true):
+
+* *core* — every package not named below: ``layers``, ``networks``, ``losses``, ``optimizers``,
+  ``transforms``, ``inferers``, ``postprocessing``, ``metrics``, ``fitting``, ``data``, ``engines`` and the
+  small base modules (``errors``, ``atomic_io``, ``lesions``, ``naming``);
+* *runtime* (:mod:`strokeseg.runtime`) — what bundle configs instantiate at run time: checkpoints, inference
+  inputs, one-line errors, knobs, handlers, precision, hardware detection;
+* *tools* (:mod:`strokeseg.tools`) — what drives bundles from outside: the ``strokeseg`` command, ``verify``,
+  ``bench``, ``profile``, ``demo`` and the ``train`` / ``infer`` front door.
+
+Every package resolves its submodules on first attribute access, so a bundle config needs only
+``$import strokeseg`` to reach ``strokeseg.runtime.checkpoint.StrictCheckpointLoader``. Importing strokeseg
+imports none of its submodules and changes no environment variable.
 """
 
 from __future__ import annotations
 
-import os as _os
+import importlib
+from collections.abc import Callable
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "HUGE_PAGES_VARIABLE"]
+__all__ = ["__version__", "lazy_submodules"]
 
-#: PyTorch's switch for transparent huge pages on CPU allocations of 2 MiB and more (c10/core/alloc_cpu.cpp)
-HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
-_os.environ.setdefault(HUGE_PAGES_VARIABLE, "1")
+
+def lazy_submodules(package: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports ``package.<name>`` when ``name`` is first accessed.
+
+    An attribute that is neither defined nor a submodule raises ``AttributeError`` as usual; an error *inside*
+    the submodule's import propagates unchanged.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{package}.{name}":
+                raise
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
+__getattr__ = lazy_submodules(__name__)

@@ -13,9 +13,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from strokeseg.data.layouts import nifti_stem
+__all__ = ["NIFTI_SUFFIXES", "OUTPUT_TAILS", "nifti_stem", "case_name", "entry_case_name"]
 
-__all__ = ["OUTPUT_TAILS", "case_name", "entry_case_name"]
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+
+def nifti_stem(name: str) -> str | None:
+    """File name without its NIfTI extension (``.nii`` / ``.nii.gz``, any case), or ``None`` for other files."""
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
 
 #: tails the writers append to a case name (``<case>_seg.nii.gz``, ``<case>_prob.nii.gz``) and labels carry
 OUTPUT_TAILS: tuple[str, ...] = ("_seg", "_prob", "_label")

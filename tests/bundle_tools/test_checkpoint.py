@@ -13,19 +13,16 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 
-from strokeseg.bundle.checkpoint import (
+from strokeseg.errors import BundleError
+from strokeseg.networks.weights import describe_mismatch, load_network_state
+from strokeseg.runtime.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
-    StopOnNonFiniteLoss,
     StrictCheckpointLoader,
     TrainingDivergedError,
-    attach_training_checkpoints,
-    describe_mismatch,
-    latest_checkpoint,
-    load_network_state,
     remove_stale_partials,
 )
-from strokeseg.errors import BundleError
+from strokeseg.runtime.training import StopOnNonFiniteLoss, attach_training_checkpoints, latest_checkpoint
 
 
 def _net() -> torch.nn.Module:

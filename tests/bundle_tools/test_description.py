@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from strokeseg.bundle.description import SMOKE_KNOBS, bundle_folders, describe_bundle
 from strokeseg.errors import BundleError
+from strokeseg.runtime.description import SMOKE_KNOBS, bundle_folders, describe_bundle
 
 EDD = Path(__file__).resolve().parents[2] / "bundles" / "stroke_dwi_edd_muscle"
 

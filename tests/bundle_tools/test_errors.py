@@ -1,4 +1,4 @@
-"""``strokeseg.bundle.errors``: the cause chain is searched, one line is printed at exit, repeats are dropped."""
+"""``strokeseg.runtime.errors``: the cause chain is searched, one line is printed at exit, repeats are dropped."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from strokeseg.bundle.errors import ERROR_PREFIX, InputErrorFilter, format_error, input_problem
-from strokeseg.bundle.knobs import KnobError
 from strokeseg.errors import BundleError, DataError
+from strokeseg.runtime.errors import ERROR_PREFIX, InputErrorFilter, format_error, input_problem
+from strokeseg.runtime.knobs import KnobError
 
 
 def _wrapped(inner: BaseException) -> RuntimeError:
@@ -99,7 +99,7 @@ def test_filter_drops_records_repeating_an_input_error() -> None:
     assert flt.filter(_record(_wrapped(ZeroDivisionError("x"))))
     assert flt.filter(_record(None))
     # our own one-line messages pass even while an input error is being handled
-    assert flt.filter(_record(_wrapped(DataError("a.nii: empty")), name="strokeseg.bundle.inputs"))
+    assert flt.filter(_record(_wrapped(DataError("a.nii: empty")), name="strokeseg.runtime.inputs"))
 
 
 def test_filter_uses_the_exception_being_handled_when_the_record_has_none() -> None:
@@ -114,7 +114,7 @@ def _run(body: str) -> subprocess.CompletedProcess:
     script = textwrap.dedent(
         """\
         import logging, sys
-        from strokeseg.bundle.errors import install
+        from strokeseg.runtime.errors import install
         from strokeseg.errors import DataError
         logging.basicConfig(stream=sys.stderr, level=logging.INFO)
         def nested(inner):
@@ -168,7 +168,7 @@ def test_debug_keeps_the_full_traceback_and_logs() -> None:
 
 
 def test_debug_knob_is_typed() -> None:
-    from strokeseg.bundle.errors import install
+    from strokeseg.runtime.errors import install
 
     with pytest.raises(KnobError, match="--debug expects true or false"):
         install("maybe")

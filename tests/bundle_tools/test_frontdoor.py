@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from strokeseg.bundle.description import describe_bundle
-from strokeseg.bundle.frontdoor import infer_command, resolve_bundle, train_commands
 from strokeseg.errors import BundleError, DataError
+from strokeseg.runtime.description import describe_bundle
+from strokeseg.tools.frontdoor import infer_command, resolve_bundle, train_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "bundles" / "fixtures" / "two_net_bundle"
@@ -52,7 +52,7 @@ def test_strokeseg_train_then_infer_end_to_end(tmp_path):
     data = synthesize_dataset("isles2015_siss", tmp_path / "data", cases=3, test_cases=1, seed=0)
     bundle = Path(shutil.copytree(FIXTURE, tmp_path / "bundle"))
     smoke = ["--epochs", "1", "--samples_per_case", "2", "--num_workers", "0", "--cache_rate", "0"]
-    cli = [sys.executable, "-m", "strokeseg.cli"]
+    cli = [sys.executable, "-m", "strokeseg.tools.cli"]
     trained = subprocess.run(
         [*cli, "train", str(bundle), str(data), "--output_dir", str(tmp_path / "logs"), *smoke],
         capture_output=True,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from strokeseg.bundle.inputs import BAD_CASE_KEY, case_name_from_file, inference_cases, is_nifti
 from strokeseg.data.datalist import build_datalist, write_datalist
 from strokeseg.errors import BundleError, DataError
+from strokeseg.runtime.inputs import BAD_CASE_KEY, case_name_from_file, inference_cases, is_nifti
 
 
 def _nifti(path: Path, value: float = 1.0) -> Path:
@@ -110,7 +110,7 @@ def test_name_helpers() -> None:
 
 
 def test_upper_case_nifti_names_are_recognised(tmp_path):
-    from strokeseg.bundle.inputs import case_name_from_file, is_nifti
+    from strokeseg.runtime.inputs import case_name_from_file, is_nifti
 
     path = tmp_path / "SCAN.NII.GZ"
     assert is_nifti(path)
@@ -142,7 +142,7 @@ def _scans(folder: Path, names: list[str]) -> Path:
 
 
 def test_output_folder_is_created_and_must_be_writable(tmp_path: Path) -> None:
-    from strokeseg.bundle.inputs import check_output_dir
+    from strokeseg.runtime.inputs import check_output_dir
 
     assert check_output_dir(tmp_path / "a" / "b").is_dir()
     assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe file is gone
@@ -156,7 +156,7 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from strokeseg.bundle.inputs import remove_stale_partials
+    from strokeseg.runtime.inputs import remove_stale_partials
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -172,7 +172,7 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> 
 
 
 def test_rerun_skips_cases_whose_outputs_exist_unless_overwrite(tmp_path: Path) -> None:
-    from strokeseg.bundle.inputs import InferenceCases
+    from strokeseg.runtime.inputs import InferenceCases
 
     bundle = _bundle(tmp_path / "bundle", ["{case}/{case}_seg.nii.gz", "{case}/{case}_prob.nii.gz"])
     scans = _scans(tmp_path / "scans", ["a", "b", "c"])
@@ -201,7 +201,7 @@ class _Evaluator:
 
 
 def test_nothing_to_run_does_not_start_the_evaluator(tmp_path: Path) -> None:
-    from strokeseg.bundle.inputs import InferenceCases
+    from strokeseg.runtime.inputs import InferenceCases
 
     bundle = _bundle(tmp_path / "bundle")
     scans = _scans(tmp_path / "scans", ["a"])
@@ -234,7 +234,7 @@ def _loader(cases: list[dict], bad: dict[str, Exception], num_workers: int = 0, 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_skip_bad_cases_yields_the_good_ones_and_records_the_bad(num_workers: int) -> None:
-    from strokeseg.bundle.inputs import SkipBadCases
+    from strokeseg.runtime.inputs import SkipBadCases
 
     cases = [{"case": name} for name in ("a", "b", "c", "d")]
     bad = {"b": DataError("/x/b.nii.gz: contains 3 NaN voxel(s)"), "d": DataError("/x/d.nii.gz: file is empty")}
@@ -245,7 +245,7 @@ def test_skip_bad_cases_yields_the_good_ones_and_records_the_bad(num_workers: in
 
 
 def test_skip_bad_cases_lets_other_errors_through_and_needs_batch_size_1() -> None:
-    from strokeseg.bundle.inputs import SkipBadCases
+    from strokeseg.runtime.inputs import SkipBadCases
 
     cases = [{"case": "a"}, {"case": "b"}]
     with pytest.raises(RuntimeError, match="applying transform"):
@@ -255,7 +255,7 @@ def test_skip_bad_cases_lets_other_errors_through_and_needs_batch_size_1() -> No
 
 
 def test_report_lists_every_bad_case_then_raises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from strokeseg.bundle.inputs import InferenceCases
+    from strokeseg.runtime.inputs import InferenceCases
 
     bundle = _bundle(tmp_path / "bundle")
     scans = _scans(tmp_path / "scans", ["a", "b", "c"])
@@ -289,7 +289,7 @@ def test_skip_bad_cases_discovers_a_tree_leniently(tmp_path: Path) -> None:
 
 
 def test_bad_cases_found_by_discovery_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from strokeseg.bundle.inputs import InferenceCases
+    from strokeseg.runtime.inputs import InferenceCases
 
     _isles2022_subject(tmp_path / "tree", 1, label=False)
     broken = _isles2022_subject(tmp_path / "tree", 2, label=False)
@@ -305,7 +305,7 @@ def test_bad_cases_found_by_discovery_are_reported(tmp_path: Path, capsys: pytes
 
 
 def test_stand_alone_files_are_refused_for_a_multi_modality_bundle(tmp_path: Path) -> None:
-    from strokeseg.bundle.inputs import InferenceCases
+    from strokeseg.runtime.inputs import InferenceCases
 
     bundle = _bundle(tmp_path / "bundle")
     scan = _nifti(tmp_path / "scans" / "scan.nii.gz")

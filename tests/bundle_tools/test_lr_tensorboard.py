@@ -9,7 +9,7 @@ import torch
 from ignite.engine import Engine, Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from strokeseg.bundle.handlers import LearningRateTensorBoard
+from strokeseg.runtime.handlers import LearningRateTensorBoard
 
 
 def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:

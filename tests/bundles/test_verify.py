@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from strokeseg.bundle import verify
-from strokeseg.bundle.verify import CheckResult, VerifyReport, verify_bundle
-from strokeseg.bundle.verify import smoke as verify_smoke
-from strokeseg.cli import main
 from strokeseg.data.layouts import get_layout, isles2022_paths
 from strokeseg.errors import BundleError
+from strokeseg.tools import verify
+from strokeseg.tools.cli import main
+from strokeseg.tools.verify import CheckResult, VerifyReport, verify_bundle
+from strokeseg.tools.verify import smoke as verify_smoke
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_bundle"
 

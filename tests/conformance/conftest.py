@@ -4,7 +4,7 @@ Every test here that takes the ``bundle`` fixture runs once per folder of ``bund
 covered the day its folder appears) and once on the two-network fixture bundle
 ``tests/bundles/fixtures/two_net_bundle`` (a different layout, two stages, two exported networks), which
 shows that nothing in the suite is shaped after the EDD bundle. Everything a test needs to know about a
-bundle comes from its self-description (:mod:`strokeseg.bundle.description`).
+bundle comes from its self-description (:mod:`strokeseg.runtime.description`).
 
 Helpers for the test files:
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from strokeseg.bundle.description import BundleDescription, bundle_folders, describe_bundle
-from strokeseg.bundle.runner import BundleRun, config_arg, run_monai_bundle
+from strokeseg.runtime.description import BundleDescription, bundle_folders, describe_bundle
+from strokeseg.tools.runner import BundleRun, config_arg, run_monai_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "bundles" / "fixtures"
@@ -70,7 +70,7 @@ def smoke_dataset(layout: str, cases: int = 3, test_cases: int = 1) -> Path:
 
 def bundle_copy(description: BundleDescription, target: Path) -> Path:
     """A copy of the bundle in ``target`` without runtime outputs or trained checkpoints."""
-    from strokeseg.bundle.verify.smoke import copy_bundle
+    from strokeseg.tools.verify.smoke import copy_bundle
 
     return copy_bundle(description.root, target)
 

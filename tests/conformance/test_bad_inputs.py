@@ -1,7 +1,7 @@
 """Bad inputs through ``python -m monai.bundle run``, for every bundle: one last line, non-zero exit, no output.
 
 Every input is built from the bundle's own description and configs, never from its name: a synthetic dataset
-in the bundle's layout, the datalist entry its ``inputs`` (``strokeseg.bundle.inputs.InferenceCases``) picks
+in the bundle's layout, the datalist entry its ``inputs`` (``strokeseg.runtime.inputs.InferenceCases``) picks
 for the test case, and the keys and dimensionality its ``CheckNiftiHeadersd`` checks. From the good test
 case the suite makes one bad copy per problem (NaN voxels, an all-zero image, a truncated file, a non-NIfTI
 file with a NIfTI name, an empty file, a header that does not match its data, a header claiming 4000³
@@ -33,9 +33,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from strokeseg.bundle.description import BundleDescription
-from strokeseg.bundle.runner import child_env, config_arg, monai_bundle_command
 from strokeseg.data.datalist import build_datalist, write_datalist
+from strokeseg.runtime.description import BundleDescription
+from strokeseg.tools.runner import child_env, config_arg, monai_bundle_command
 
 from .conftest import bundle_copy, run_config, smoke_args, smoke_dataset
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from strokeseg.bundle.description import BundleDescription
-from strokeseg.bundle.verify import VerifyReport, verify_bundle
+from strokeseg.runtime.description import BundleDescription
+from strokeseg.tools.verify import VerifyReport, verify_bundle
 
 _REPORTS: dict[str, tuple[VerifyReport, Path]] = {}
 

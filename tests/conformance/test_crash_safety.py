@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from strokeseg.bundle.description import BundleDescription
-from strokeseg.bundle.runner import child_env, config_arg, monai_bundle_command
 from strokeseg.errors import StrokesegError
+from strokeseg.runtime.description import BundleDescription
+from strokeseg.tools.runner import child_env, config_arg, monai_bundle_command
 from tests.conformance.conftest import bundle_copy, run_config, smoke_args, smoke_dataset
 
 KILL_EPOCHS = 3

@@ -4,9 +4,9 @@ that is no boolean is refused with a one-line error.
 
 A knob is a top-level id whose JSON value is ``true``/``false`` in any of the bundle's configs, plus the shared
 boolean knobs (``amp``, ``resume``). Every reference to such a knob must go through
-``strokeseg.bundle.knobs.as_bool`` (checked on the config text, so no use is missed), and each referring item
+``strokeseg.runtime.knobs.as_bool`` (checked on the config text, so no use is missed), and each referring item
 that evaluates on its own is evaluated with every spelling: the results agree, and ``"maybe"`` raises
-:class:`strokeseg.bundle.knobs.KnobError`.
+:class:`strokeseg.runtime.knobs.KnobError`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from strokeseg.bundle.description import BundleDescription
-from strokeseg.bundle.knobs import KnobError
+from strokeseg.runtime.description import BundleDescription
+from strokeseg.runtime.knobs import KnobError
 
 SHARED_BOOLEAN_KNOBS = ("amp", "resume")
 FALSE_SPELLINGS = (False, "false", "False", 0)

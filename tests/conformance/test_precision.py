@@ -1,10 +1,10 @@
 """Every bundle has an ``inference_precision`` knob, ``auto`` by default, that follows the machine (issue 11).
 
 - ``auto`` resolves to bf16 only where the hardware has native bf16: the detection
-  (:func:`strokeseg.precision.native_bf16`) is mocked both ways and every config item that reads the knob is
+  (:func:`strokeseg.runtime.precision.native_bf16`) is mocked both ways and every config item that reads the knob is
   evaluated; ``fp32``/``bf16`` force the choice and anything else is refused.
 - the bf16 and channels-last paths compute what the plain fp32 path computes: the bundle's own inference
-  evaluator runs one synthetic case at its smoke sizes in each variant (:func:`strokeseg.bench.bundle.
+  evaluator runs one synthetic case at its smoke sizes in each variant (:func:`strokeseg.tools.bench.bundle.
   variant_agreement`); channels-last agrees with fp32 to float rounding, bf16 to bf16 rounding, and bf16 is not
   bit-identical to fp32 (so the knob really switched autocast on); the channels-last variants, and only they, run
   the network on channels-last weights or inputs (so that knob is not ignored either). The Dice of bf16 vs fp32
@@ -18,10 +18,10 @@ import re
 
 import pytest
 
-import strokeseg.precision as precision
-from strokeseg.bench.bundle import variant_agreement
-from strokeseg.bundle.description import BundleDescription
-from strokeseg.bundle.knobs import KnobError
+import strokeseg.runtime.precision as precision
+from strokeseg.runtime.description import BundleDescription
+from strokeseg.runtime.knobs import KnobError
+from strokeseg.tools.bench.bundle import variant_agreement
 from tests.conformance.test_knobs import _referring_items
 
 KNOB = "inference_precision"
@@ -97,6 +97,6 @@ def test_every_overlay_that_replaces_the_imports_keeps_strokeseg_precision(bundl
         if path.name in ("metadata.json",):
             continue
         imports = json.loads(path.read_text()).get("imports")
-        if isinstance(imports, list) and "$import strokeseg.precision" not in imports:
+        if isinstance(imports, list) and "$import strokeseg.runtime.precision" not in imports:
             missing.append(path.name)
-    assert not missing, f"{bundle.name}: configs whose imports lack strokeseg.precision: {missing}"
+    assert not missing, f"{bundle.name}: configs whose imports lack strokeseg.runtime.precision: {missing}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from strokeseg.data.layouts import get_layout, isles_legacy_name, modality_token, nifti_stem
+from strokeseg.data.layouts import get_layout, isles_legacy_name, modality_token
+from strokeseg.naming import nifti_stem
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from ignite.engine import Engine
 
 from strokeseg.engines.deepmedic import PostprocessingFitter, discretise_steps, read_fitted
 from strokeseg.errors import DataError
+from strokeseg.metrics.curves import CurveAccumulator
 from strokeseg.postprocessing.morphology import binary_closing
-from strokeseg.postprocessing.thresholds import CurveAccumulator
 
 
 def _case(shift: int):

@@ -9,7 +9,6 @@ import torch
 from monai.data import DataLoader, Dataset
 from monai.utils import set_determinism
 
-from strokeseg.bundle.checkpoint import attach_training_checkpoints
 from strokeseg.engines.gan import (
     CtpDwiGanTrainer,
     FollowUpEvaluation,
@@ -21,6 +20,7 @@ from strokeseg.engines.gan import (
 )
 from strokeseg.losses.gan import CrossEntropyLogGeneralizedDiceLoss
 from strokeseg.networks.ctp_dwi_gan import GroupNormUNet, LSGANDiscriminator
+from strokeseg.runtime.training import attach_training_checkpoints
 
 SIZE = 32
 

@@ -27,11 +27,3 @@ def test_fit_closing_iterations():
     assert fit_closing_iterations([pred, ref], [ref, ref], max_iterations=3, strategy="per_case_average") == 1
     with pytest.raises(ValueError, match="strategy"):
         fit_closing_iterations([pred], [ref], strategy="median")
-
-
-def test_old_import_path_resolves_lazily():
-    from strokeseg.postprocessing import morphology
-
-    assert morphology.fit_closing_iterations is fit_closing_iterations
-    with pytest.raises(AttributeError):
-        morphology.no_such_function  # noqa: B018

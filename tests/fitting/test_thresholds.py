@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from strokeseg.errors import DataError
-from strokeseg.fitting.thresholds import (
+from strokeseg.metrics.curves import (
     CurveAccumulator,
     fit_threshold_pr,
     fit_threshold_roc,

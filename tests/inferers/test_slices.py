@@ -132,9 +132,3 @@ def test_several_outputs_are_each_stitched():
 def test_mismatched_inputs_are_refused():
     with pytest.raises(DataError, match="does not match"):
         BatchedSliceInferer()((_volume(), torch.zeros(2, 1, 10, 7, 4)), TwoInputNet())
-
-
-def test_old_import_path_is_the_same_class():
-    from strokeseg.transforms.slices import BatchedSliceInferer as Old
-
-    assert Old is BatchedSliceInferer

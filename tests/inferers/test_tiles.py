@@ -8,8 +8,9 @@ import torch
 from monai.data import MetaTensor
 
 from strokeseg.errors import DataError
-from strokeseg.inferers.tiles import ValidTileInferer, padding_index
+from strokeseg.inferers.tiles import ValidTileInferer
 from strokeseg.networks.deepmedic import DeepMedic
+from strokeseg.transforms.padding import padding_index
 
 TINY = {"features": (4, 4, 4), "residual_layers": (3,), "fc_features": (6,), "fc_dropout": (0.0, 0.0)}
 

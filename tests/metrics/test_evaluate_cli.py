@@ -11,11 +11,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from strokeseg.cli import main
 from strokeseg.errors import DataError
 from strokeseg.metrics import case_metrics
 from strokeseg.metrics.casefiles import case_name, find_labels, find_predictions
 from strokeseg.metrics.report import evaluate_folders
+from strokeseg.tools.cli import main
 
 AFFINE = np.diag([1.5, 1.5, 4.0, 1.0])
 SPACING = (1.5, 1.5, 4.0)
@@ -178,7 +178,7 @@ def test_overlay_slices_codes_and_selection():
 
 
 def test_benchmark_function_small():
-    from strokeseg.metrics.report import benchmark_evaluate
+    from strokeseg.tools.bench.evaluation import benchmark_evaluate
 
     result = benchmark_evaluate(num_cases=2, shape=(24, 22, 10))
     assert result["num_cases"] == 2 and result["shape"] == [24, 22, 10]

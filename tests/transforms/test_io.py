@@ -163,7 +163,7 @@ def test_sigkill_while_writing_leaves_no_final_file_and_the_rerun_cleans_up(tmp_
     import subprocess
     import sys
 
-    from strokeseg.bundle.inputs import remove_stale_partials
+    from strokeseg.runtime.inputs import remove_stale_partials
 
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

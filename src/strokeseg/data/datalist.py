@@ -44,12 +44,10 @@ after the first slab. The heuristic can merge two patients scanned with an ident
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 import warnings
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -59,8 +57,10 @@ import nibabel as nib
 import numpy as np
 
 from strokeseg.atomic_io import write_text_atomic
-from strokeseg.data.layouts import Layout, get_layout, modality_token, nifti_stem
+from strokeseg.data.layouts import Layout, get_layout, modality_token
 from strokeseg.errors import DataError
+from strokeseg.naming import nifti_stem
+from strokeseg.transforms.validation import gzip_payload_size
 
 __all__ = ["SPLITS", "build_datalist", "write_datalist", "load_datalist", "cases_for", "select_split"]
 
@@ -70,7 +70,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test", "all")
 AFFINE_TOLERANCE = 1e-3
 
 _BIDS_RE = re.compile(r"^(?P<entities>.+)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
-_GZIP_CHUNK = 1 << 20
 
 
 @dataclass
@@ -165,29 +164,6 @@ def _read_header(path: Path, case: str, root: Path) -> _Header:
     while len(shape) < 3:
         shape = (*shape, 1)
     return _Header(path=path, shape=shape, affine=affine)
-
-
-def gzip_payload_size(path: Path, expected: int, where: str) -> int:
-    """Uncompressed size of a gzip file: the trailer when it agrees with ``expected``, else a streamed count
-    (memory stays at one chunk). Shared by the datalist's and the loaders' header checks.
-
-    Raises:
-        DataError: ``<where> is truncated or corrupt: ...`` when the compressed stream ends early or is damaged.
-    """
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() >= 18:  # smallest gzip member: 10-byte header + 8-byte trailer
-            handle.seek(-4, os.SEEK_END)
-            if int.from_bytes(handle.read(4), "little") == expected % (1 << 32):
-                return expected
-    total = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(_GZIP_CHUNK):
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{where} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
-    return total
 
 
 def _same_grid(a: _Header, b: _Header) -> bool:

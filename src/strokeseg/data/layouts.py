@@ -24,8 +24,6 @@ __all__ = [
     "isles_legacy_name",
     "isles2022_paths",
     "modality_token",
-    "NIFTI_SUFFIXES",
-    "nifti_stem",
 ]
 
 
@@ -144,18 +142,6 @@ def get_layout(name: str) -> Layout:
 _TOKEN_RE = re.compile(
     r"^(?P<prefix>[^.]+)\.Brain[^.]*\.(?:[^.]+\.)*?(?P<token>[A-Za-z0-9_]+)\.(?P<id>\d+)(?:\.nii(?:\.gz)?)?$"
 )
-
-
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-
-
-def nifti_stem(name: str) -> str | None:
-    """File name without its NIfTI extension (``.nii`` / ``.nii.gz``, any case), or ``None`` for other files."""
-    lower = name.lower()
-    for suffix in NIFTI_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
 
 
 def modality_token(name: str) -> str | None:

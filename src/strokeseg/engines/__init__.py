@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from strokeseg import lazy_submodules
 from strokeseg.engines.muscle import (
     EddMuscleInferer,
     SmallCandidates,
@@ -19,3 +20,5 @@ __all__ = [
     "mine_muscle_samples",
     "multiscale_candidate_patches",
 ]
+
+__getattr__ = lazy_submodules(__name__)

@@ -3,7 +3,7 @@ the model, and read back by inference (Pérez Malla et al., 2019, doi:10.3389/fn
 
 :class:`PostprocessingFitter` is an ignite handler for an evaluator whose outputs hold the lesion probability
 (``pred``, in the case's original space) and the reference (``label``): on completion it fits THT0 (max
-precision x recall) and THT1 (max TPR - FPR) with :class:`strokeseg.postprocessing.thresholds.CurveAccumulator`
+precision x recall) and THT1 (max TPR - FPR) with :class:`strokeseg.metrics.curves.CurveAccumulator`
 and FH's closing iterations with :func:`strokeseg.postprocessing.morphology.fit_closing_iterations` (the paper's
 "average of the per-case best"), and writes ``postprocessing.json`` atomically. :func:`discretise_steps` turns a
 step name and that file into the tensor transforms of inference's ``postprocessing``.
@@ -22,9 +22,10 @@ from monai.transforms import AsDiscreted, Lambdad, Transform
 
 from strokeseg.atomic_io import write_text_atomic
 from strokeseg.errors import DataError
+from strokeseg.fitting.closing import fit_closing_iterations
+from strokeseg.metrics.curves import CurveAccumulator
 from strokeseg.postprocessing.argmax import ChannelArgmaxd
-from strokeseg.postprocessing.morphology import FH_RADIUS, BinaryClosingd, fit_closing_iterations
-from strokeseg.postprocessing.thresholds import CurveAccumulator
+from strokeseg.postprocessing.morphology import FH_RADIUS, BinaryClosingd
 
 __all__ = ["STEPS", "PostprocessingFitter", "read_fitted", "discretise_steps"]
 

@@ -1,6 +1,6 @@
 """Fitting of post-processing parameters on validation folds, apart from the transforms that apply them.
 
-- :mod:`~strokeseg.fitting.thresholds` — THT0 / THT1 threshold fitting on validation voxels (PR and ROC
+- :mod:`~strokeseg.metrics.curves` — THT0 / THT1 threshold fitting on validation voxels (PR and ROC
   curves, seed 001), also the curves of ``strokeseg evaluate``'s figures.
 - :mod:`~strokeseg.fitting.closing` — the iteration count of the FH closing (seed 001).
 - :mod:`~strokeseg.fitting.lesion_size` — seed 003's (T_h, S_min) grid search.
@@ -9,3 +9,9 @@ Fitting scores candidates with the metrics of :mod:`strokeseg.metrics` and appli
 :mod:`strokeseg.postprocessing`; those two packages import neither each other nor this one (import from the
 submodules: this package file imports nothing).
 """
+
+from __future__ import annotations
+
+from strokeseg import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

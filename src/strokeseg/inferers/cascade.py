@@ -296,7 +296,7 @@ class EddMuscleInferer(Inferer):
         elif self.muscle_network is None:
             raise BundleError(f"{path}: a MUSCLE state dict needs muscle_network to load it into.")
         else:
-            from strokeseg.bundle.checkpoint import load_network_state
+            from strokeseg.networks.weights import load_network_state
 
             param = next(self.muscle_network.parameters(), None)
             load_network_state(self.muscle_network, path, map_location=param.device if param is not None else "cpu")

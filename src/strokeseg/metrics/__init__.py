@@ -9,7 +9,10 @@ vol_ref`` and ``n_fp n_fn size_fp size_fn detected lesion_f1 lesion_count_diff``
 
 from __future__ import annotations
 
+from strokeseg import lazy_submodules
 from strokeseg.metrics.case import CASE_COLUMNS, case_metrics
 from strokeseg.metrics.summary import summarize
 
 __all__ = ["CASE_COLUMNS", "case_metrics", "summarize"]
+
+__getattr__ = lazy_submodules(__name__)

@@ -21,9 +21,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from strokeseg.data.layouts import NIFTI_SUFFIXES, nifti_stem
 from strokeseg.errors import DataError
-from strokeseg.naming import OUTPUT_TAILS
+from strokeseg.naming import NIFTI_SUFFIXES, OUTPUT_TAILS, nifti_stem
 from strokeseg.naming import case_name as _case_name
 
 __all__ = [

@@ -20,5 +20,11 @@ Every tuned value (threshold, closing iterations, S_min) is fitted on validation
 :mod:`strokeseg.fitting` (THT0 / THT1 thresholds, closing iterations, the (T_h, S_min) grid search),
 returned to the caller and stored in the bundle config. This package imports nothing of
 :mod:`strokeseg.metrics` (and ``metrics`` nothing of it); ``postprocessing.thresholds`` is only a
-re-export of :mod:`strokeseg.fitting.thresholds` for old imports.
+re-export of :mod:`strokeseg.metrics.curves` for old imports.
 """
+
+from __future__ import annotations
+
+from strokeseg import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

@@ -107,13 +107,3 @@ class BinaryClosingd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.closing(d[key])
         return d
-
-
-def __getattr__(name: str):
-    """``fit_closing_iterations`` moved to :mod:`strokeseg.fitting.closing`; resolved lazily for old imports
-    (``strokeseg.engines.deepmedic``), so importing this module never imports :mod:`strokeseg.metrics`."""
-    if name == "fit_closing_iterations":
-        from strokeseg.fitting.closing import fit_closing_iterations
-
-        return fit_closing_iterations
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from strokeseg import lazy_submodules
 from strokeseg.transforms.intensity import EDDNormaliseIntensity, EDDNormaliseIntensityd
 from strokeseg.transforms.sampling import RandLesionPatch2D, RandLesionPatch2Dd
-from strokeseg.transforms.slices import BatchedSliceInferer
 
 __all__ = [
     "EDDNormaliseIntensity",
     "EDDNormaliseIntensityd",
     "RandLesionPatch2D",
     "RandLesionPatch2Dd",
-    "BatchedSliceInferer",
 ]
+
+__getattr__ = lazy_submodules(__name__)

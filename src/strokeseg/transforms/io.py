@@ -6,7 +6,7 @@ the final name. This transform reuses MONAI's ``NibabelWriter`` for the NIfTI en
 from the MetaTensor, so the prediction overlays its input in any viewer) and adds the two things it
 lacks: case naming from the datalist entry and write-to-temporary-then-``os.replace``. A process killed
 while writing leaves at most a hidden ``.partial-<pid>-…`` file, never a half-written file under the final
-name; the next inference run removes it (:func:`strokeseg.bundle.inputs.remove_stale_partials`).
+name; the next inference run removes it (:func:`strokeseg.runtime.inputs.remove_stale_partials`).
 
 In a bundle the savers are the ``writers`` of ``inference.json``, which the evaluator runs after the
 tensor-only ``postprocessing`` (what a MONAI Deploy client runs), so the case name is needed only here.

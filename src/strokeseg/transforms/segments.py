@@ -29,8 +29,8 @@ from monai.utils import TransformBackends, convert_to_tensor
 from scipy import ndimage
 
 from strokeseg.errors import DataError
-from strokeseg.inferers.tiles import fold_positions
 from strokeseg.networks.deepmedic import context_positions
+from strokeseg.transforms.padding import fold_positions
 from strokeseg.transforms.validation import source_name
 
 __all__ = [

@@ -43,6 +43,7 @@ __all__ = [
     "NiftiInfo",
     "read_nifti_header",
     "source_name",
+    "gzip_payload_size",
     "DEFAULT_MAX_VOXELS",
     "GRID_TOLERANCE",
 ]
@@ -103,10 +104,35 @@ def _raw_header(start: bytes, version: int) -> np.void:
     return np.frombuffer(start[:size], dtype=template.newbyteorder(order))[0]
 
 
+#: bytes read at a time when a gzip file's trailer cannot be trusted
+_GZIP_CHUNK = 1 << 20
+
+
+def gzip_payload_size(path: Path, expected: int, where: str) -> int:
+    """Uncompressed size of a gzip file: the trailer when it agrees with ``expected``, else a streamed count
+    (memory stays at one chunk). Shared by the datalist's and the loaders' header checks.
+
+    Raises:
+        DataError: ``<where> is truncated or corrupt: ...`` when the compressed stream ends early or is damaged.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() >= 18:  # smallest gzip member: 10-byte header + 8-byte trailer
+            handle.seek(-4, os.SEEK_END)
+            if int.from_bytes(handle.read(4), "little") == expected % (1 << 32):
+                return expected
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(_GZIP_CHUNK):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{where} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+    return total
+
+
 def _payload_size(path: Path, gz: bool, expected: int) -> int:
     """Bytes the file holds once decompressed (the datalist's gzip check, so both read a file the same way)."""
-    from strokeseg.data.datalist import gzip_payload_size
-
     return gzip_payload_size(path, expected, f"{path}:") if gz else path.stat().st_size
 
 

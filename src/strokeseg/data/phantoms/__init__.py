@@ -7,7 +7,7 @@ confounders, noise, 4-D perfusion series and the native grids of each release.
 
 from __future__ import annotations
 
-from strokeseg.data.phantoms.benchmark import benchmark_synth
+from strokeseg import lazy_submodules
 from strokeseg.data.phantoms.case import CasePlan, PhantomCase, Volume, plan_cases, synthesize_case
 from strokeseg.data.phantoms.difficulty import DIFFICULTIES, get_difficulty
 from strokeseg.data.phantoms.grids import Grid, mirror_voxels
@@ -18,7 +18,6 @@ from strokeseg.data.phantoms.writer import REFERENCE_FOLDER, case_paths, synthes
 __all__ = [
     "synthesize_dataset",
     "synthesize_case",
-    "benchmark_synth",
     "plan_cases",
     "write_case",
     "write_nifti",
@@ -34,3 +33,5 @@ __all__ = [
     "DIFFICULTIES",
     "REFERENCE_FOLDER",
 ]
+
+__getattr__ = lazy_submodules(__name__)

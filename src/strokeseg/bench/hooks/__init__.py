@@ -1,5 +1,0 @@
-"""Bench hooks: one module per bundle that needs a measurement the generic harness cannot know.
-
-A bundle names its hook in the ``bench_hook`` field of its description; the module defines
-``bench_hook(context) -> dict`` (see :func:`strokeseg.bench.bundle.run_hook` for the context and the merge).
-"""

@@ -1,1 +1,0 @@
-"""Bundle tooling: the offline checks of bundles.md (`strokeseg verify`)."""

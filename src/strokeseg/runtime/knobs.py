@@ -1,0 +1,70 @@
+"""Typed bundle knobs: a knob means the same whether given as JSON or on a command line.
+
+``python -m monai.bundle run --use_muscle false`` hands the config the *string* ``"false"`` (python-fire only
+turns ``False``/``True`` into booleans), which is truthy. Every use of a boolean knob in a bundle config goes
+through :func:`as_bool` (``"$strokeseg.runtime.knobs.as_bool(@use_muscle, 'use_muscle')"``), so ``false``,
+``False``, ``0`` and JSON ``false`` agree and anything else is refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+from strokeseg.errors import StrokesegError
+
+__all__ = ["as_bool", "as_int", "as_float", "KnobError"]
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+class KnobError(StrokesegError, ValueError):
+    """A knob's value cannot be read as the type the knob has."""
+
+
+def as_bool(value: object, name: str = "flag") -> bool:
+    """``value`` as a boolean: ``True``/``False``, ``1``/``0``, or the words true/false, yes/no, on/off.
+
+    Raises:
+        KnobError: the value is not a recognisable boolean (e.g. ``"maybe"``, ``2``, ``0.5``).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise KnobError(f"--{name} expects true or false, got {value!r}")
+
+
+def as_int(value: object, name: str = "knob") -> int:
+    """``value`` as an integer (``4``, ``"4"``, ``4.0``); anything else is refused.
+
+    Raises:
+        KnobError: not an integer.
+    """
+    if isinstance(value, bool):
+        raise KnobError(f"--{name} expects an integer, got {value!r}")
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, (int, float)) and float(number).is_integer():
+            return int(number)
+    except ValueError:
+        pass
+    raise KnobError(f"--{name} expects an integer, got {value!r}")
+
+
+def as_float(value: object, name: str = "knob") -> float:
+    """``value`` as a float (``1e-3``, ``"1e-3"``, ``2``).
+
+    Raises:
+        KnobError: not a number.
+    """
+    if not isinstance(value, bool):
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass
+    raise KnobError(f"--{name} expects a number, got {value!r}")
