@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.strokeseg-installed
 PYTEST_WORKERS ?= 2
+# pytest's exit code 5 (no test collected) is a failure too, with a message that says so
+NO_TEST_IS_A_FAILURE = { status=$$?; [ $$status -ne 5 ] || echo "make: pytest collected no test (markers or paths lost)" >&2; exit $$status; }
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-matrix lint bench clean
 
 install: $(STAMP)
 
@@ -22,8 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
+# Random order (pytest-randomly; the seed is printed at the end); --dist loadfile keeps each file on one worker.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests || $(NO_TEST_IS_A_FAILURE)
+
+# What .ci/run adds to `make test`: every bundle × behaviour case beyond the representative one, and the
+# multi-GPU overlay of every bundle (two gloo processes on CPU).
+test-matrix: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "matrix or multi_gpu" tests || $(NO_TEST_IS_A_FAILURE)
 
 bench: $(STAMP)
 	$(BIN)/strokeseg bench --variants default --repeats 1 --out bench.json

@@ -16,21 +16,15 @@ from strokeseg.errors import BundleError
 from strokeseg.networks.eddnet import EDDNet
 from strokeseg.runtime.hardware import bf16_support, cpu_flags, cpu_model
 from strokeseg.tools.bench import conv_peak, count_flops, resolve_sections, run_bench
-from strokeseg.tools.bench.bundle import (
-    CallRecorder,
-    NetworkCall,
-    bench_bundle,
-    choose_variants,
-    count_call_flops,
-    default_variant,
-    useful_fraction,
-    variant_knobs,
-    variant_overrides,
-)
+from strokeseg.tools.bench.bundle import bench_bundle
+from strokeseg.tools.bench.calls import CallRecorder, NetworkCall
+from strokeseg.tools.bench.flops import count_call_flops, useful_fraction
 from strokeseg.tools.bench.hooks import edd_muscle as edd_hook
 from strokeseg.tools.bench.memory import child_peak_rss
-from strokeseg.tools.bench.report import TARGETS, collect_ratios, judge, p3_row, render_markdown
+from strokeseg.tools.bench.report import render_markdown
+from strokeseg.tools.bench.targets import TARGETS, collect_ratios, judge, p3_row
 from strokeseg.tools.bench.timing import median, time_repeats
+from strokeseg.tools.bench.variants import choose_variants, default_variant, variant_knobs, variant_overrides
 
 CPUINFO_AVX2 = "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx fma avx2\n\n"
 CPUINFO_AMX = "processor\t: 0\nmodel name\t: Test CPU 9500\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -259,7 +253,7 @@ class _DataDependentNet(torch.nn.Module):
 
 
 def test_call_flops_are_counted_per_item_where_that_is_exact(monkeypatch):
-    import strokeseg.tools.bench.bundle as bench_module
+    import strokeseg.tools.bench.flops as bench_module
 
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 1)).eval()
     calls = [NetworkCall((torch.zeros(n, 2, 12, 10),), {}, n) for n in (8, 8, 6, 1)]
@@ -428,7 +422,7 @@ def test_variant_knobs_overrides_and_default():
 
 
 def test_edd_hook_counts_candidates_and_scales_to_a_scan():
-    from strokeseg.tools.bench.bundle import NetworkCall
+    from strokeseg.tools.bench.calls import NetworkCall
 
     logits = torch.full((3, 2, 16, 16), -5.0)
     logits[:, 0] = 5.0
@@ -497,12 +491,14 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     assert f"Where this section's 9.5 s went: data and copy {stages['data_and_copy']:g} s, evaluator" in text
     # the calls recorded in the child's first run are the ones the evaluator makes in this process
     from strokeseg.runtime.description import describe_bundle
-    from strokeseg.tools.bench.bundle import _inference_parser, _record_inference, load_calls
+    from strokeseg.tools.bench.agreement import record_inference
+    from strokeseg.tools.bench.calls import load_calls
+    from strokeseg.tools.bench.workspace import inference_parser
 
     work = tmp_path / "work"
     settings = {**describe_bundle(fixture).smoke_overrides, "bundle_root": str(work / "tiny_bundle")}
-    parser = _inference_parser(work / "tiny_bundle", {**settings, "dataset_dir": str(work / "data")})
-    here = _record_inference(parser, describe_bundle(fixture), work / "tiny_bundle")
+    parser = inference_parser(work / "tiny_bundle", {**settings, "dataset_dir": str(work / "data")})
+    here = record_inference(parser, describe_bundle(fixture), work / "tiny_bundle")
     child = load_calls(work / "calls")
     assert [c.signature() for c in child] == [c.signature() for c in here["calls"]]
     assert [c.items for c in child] == [c.items for c in here["calls"]] and len(child) == case["network_calls"]
@@ -607,7 +603,7 @@ def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypat
     """Two warm-up iterations, then one from the pipeline and one in memory (quick: one repeat each)."""
     from monai.engines import SupervisedTrainer
 
-    import strokeseg.tools.bench.bundle as bench_module
+    import strokeseg.tools.bench.training as bench_module
 
     calls = []
     real = SupervisedTrainer._iteration
@@ -643,16 +639,16 @@ def test_help_flag_shows_help_and_starts_nothing(flag, monkeypatch, capsys, tmp_
 
 def test_end_to_end_child_alternates_with_the_bench_and_names_what_it_did_not_write(tmp_path: Path):
     from strokeseg.runtime.description import describe_bundle
-    from strokeseg.tools.bench.bundle import _case_of, _inference_parser, bench_copy
     from strokeseg.tools.bench.endtoend import end_to_end_child
+    from strokeseg.tools.bench.workspace import bench_copy, case_of, inference_parser
 
     fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
     description = describe_bundle(fixture)
     smoke = dict(description.smoke_overrides)
     data_root, bundle, _ = bench_copy(fixture, tmp_path / "work", description.layout, description.name, 0, None, smoke)
     out, log = tmp_path / "out", tmp_path / "logs" / "e2e.log"
-    parser = _inference_parser(bundle, {**smoke, "bundle_root": str(bundle), "dataset_dir": str(data_root)})
-    case = _case_of(parser.get_parsed_content("dataset")[0])  # the case inference writes, as the bench finds it
+    parser = inference_parser(bundle, {**smoke, "bundle_root": str(bundle), "dataset_dir": str(data_root)})
+    case = case_of(parser.get_parsed_content("dataset")[0])  # the case inference writes, as the bench finds it
     expected = [out / rel for rel in description.outputs_for(case)]
     between = []  # wall clock of each bare-forward slot: it must fall between the child's runs
     slot = lambda i: between.append((i, time.time(), time.sleep(0.2), time.time()))  # noqa: E731

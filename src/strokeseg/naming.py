@@ -54,16 +54,25 @@ def case_name(path: str | os.PathLike, tails: Sequence[str] = ()) -> str:
     return stem
 
 
-def entry_case_name(entry: Mapping[str, Any], index: int | None = None, key: str = "case") -> str:
+def entry_case_name(
+    entry: Mapping[str, Any],
+    index: int | None = None,
+    key: str = "case",
+    image_keys: Sequence[str] = ("image",),
+    tails: Sequence[str] = (),
+) -> str:
     """Case name of a datalist entry or a loaded item: its ``case`` field, else the first image file's name.
 
     The image may be a path, a list of paths (one per modality: the first names the case) or a MetaTensor
-    whose meta holds ``filename_or_obj``.
+    whose meta holds ``filename_or_obj``; its name is :func:`case_name` of that file.
 
     Args:
         entry: the datalist entry (``{"image": ..., "case": ...}``) or a loaded data dictionary.
         index: position of the entry, for the fallback name ``case_<index>`` (``None``: raise instead).
         key: the field holding the case name.
+        image_keys: the fields whose file names the case, tried in order (a metrics handler's
+            ``("label", "pred")``).
+        tails: passed to :func:`case_name` (:data:`OUTPUT_TAILS` for prediction and label files).
 
     Raises:
         ValueError: nothing names the case and no ``index`` was given.
@@ -71,13 +80,14 @@ def entry_case_name(entry: Mapping[str, Any], index: int | None = None, key: str
     value = entry.get(key)
     if isinstance(value, str) and value:
         return value
-    image = entry.get("image")
-    meta = getattr(image, "meta", None)
-    source: Any = meta.get("filename_or_obj") if isinstance(meta, Mapping) else image
-    if isinstance(source, (list, tuple)):
-        source = source[0] if source else None
-    if isinstance(source, (str, os.PathLike)) and str(source):
-        return case_name(source)
+    for image_key in image_keys:
+        image = entry.get(image_key)
+        meta = getattr(image, "meta", None)
+        source: Any = meta.get("filename_or_obj") if isinstance(meta, Mapping) else image
+        if isinstance(source, (list, tuple)):
+            source = source[0] if source else None
+        if isinstance(source, (str, os.PathLike)) and str(source):
+            return case_name(source, tails)
     if index is None:
-        raise ValueError(f"the entry has no {key!r} field and no image file name: {sorted(entry)}")
+        raise ValueError(f"the entry has no {key!r} field and no file name under {list(image_keys)}: {sorted(entry)}")
     return f"case_{index}"

@@ -11,7 +11,8 @@ import torch
 
 from strokeseg.data.datalist import build_datalist, write_datalist
 from strokeseg.errors import BundleError, DataError
-from strokeseg.runtime.inputs import BAD_CASE_KEY, case_name_from_file, inference_cases, is_nifti
+from strokeseg.naming import case_name
+from strokeseg.runtime.inputs import BAD_CASE_KEY, inference_cases, is_nifti
 
 
 def _nifti(path: Path, value: float = 1.0) -> Path:
@@ -105,16 +106,16 @@ def test_empty_folder_is_not_a_dataset(tmp_path: Path) -> None:
 def test_name_helpers() -> None:
     assert is_nifti(Path("x.nii")) and is_nifti(Path("x.nii.gz"))
     assert not is_nifti(Path("x.json")) and not is_nifti(Path("x.nii.gz.bak"))
-    assert case_name_from_file(Path("/d/sub-01_ses-1_dwi.nii.gz")) == "sub-01_ses-1_dwi"
-    assert case_name_from_file(Path("/d/a.b.nii")) == "a.b"
+    assert case_name(Path("/d/sub-01_ses-1_dwi.nii.gz")) == "sub-01_ses-1_dwi"
+    assert case_name(Path("/d/a.b.nii")) == "a.b"
 
 
 def test_upper_case_nifti_names_are_recognised(tmp_path):
-    from strokeseg.runtime.inputs import case_name_from_file, is_nifti
-
     path = tmp_path / "SCAN.NII.GZ"
     assert is_nifti(path)
-    assert case_name_from_file(path) == "SCAN"
+    assert case_name(path) == "SCAN"
+    path.touch()
+    assert inference_cases(path, "isles2022")[0]["case"] == "SCAN"
 
 
 # ------------------------------------------------------------------ batch bookkeeping: outputs, reruns, bad cases

@@ -6,9 +6,14 @@ covered the day its folder appears) and once on the two-network fixture bundle
 shows that nothing in the suite is shaped after the EDD bundle. Everything a test needs to know about a
 bundle comes from its self-description (:mod:`strokeseg.runtime.description`).
 
-Helpers for the test files:
+Bundle × behaviour matrices: a test that costs several ``python -m monai.bundle run`` launches per bundle carries
+``@pytest.mark.representative("<bundle>")``. ``make test`` runs it on that bundle only; every other bundle's
+case is marked ``matrix``, which only ``.ci/run`` selects. The representatives are spread so that each bundle
+is the representative of some behaviour, and the cheap tests (knobs, precision, verify) run on every bundle.
 
-- :func:`smoke_dataset` — a synthetic dataset in a layout (3 training + 1 test case), made once per process.
+Fixtures and helpers for the test files:
+
+- :func:`smoke_dataset` — a synthetic dataset in a layout (3 training + 1 test case), made once per session.
 - :func:`bundle_copy` — a copy of a bundle without trained checkpoints, in which runs may write.
 - :func:`smoke_args` — the ``--id value`` arguments of a smoke run of a bundle copy.
 - :func:`run_config` — ``python -m monai.bundle run`` of some configs of a bundle copy.
@@ -16,9 +21,7 @@ Helpers for the test files:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,9 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "bundles" / "fixtures"
 TWO_NET_FIXTURE = FIXTURES / "two_net_bundle"
 RUN_TIMEOUT_S = 900
-
-_DATA_ROOT: Path | None = None
-_DATASETS: dict[str, Path] = {}
 
 
 def conformance_bundles() -> list[Path]:
@@ -49,23 +49,41 @@ def bundle(request) -> BundleDescription:
     return describe_bundle(request.param)
 
 
-def _data_root() -> Path:
-    global _DATA_ROOT
-    if _DATA_ROOT is None:
-        _DATA_ROOT = Path(tempfile.mkdtemp(prefix="strokeseg-conformance-"))
-    return _DATA_ROOT
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects: the ``matrix`` marks must be on by then
+def pytest_collection_modifyitems(config, items):
+    """Mark ``matrix`` every bundle case of a ``representative`` test but the representative's."""
+    names = {path.name for path in conformance_bundles()}
+    for item in items:
+        marker = item.get_closest_marker("representative")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if marker is None or "bundle" not in params:
+            continue
+        chosen = marker.args[0]
+        if chosen not in names:
+            raise pytest.UsageError(f"{item.nodeid}: representative bundle {chosen!r} is none of {sorted(names)}")
+        if Path(params["bundle"]).name != chosen:
+            item.add_marker(pytest.mark.matrix)
 
 
-def smoke_dataset(layout: str, cases: int = 3, test_cases: int = 1) -> Path:
-    """A synthetic dataset in ``layout`` (seed 0), made once per test process and shared read-only."""
+@pytest.fixture(scope="session")
+def smoke_dataset(tmp_path_factory) -> Callable[..., Path]:
+    """``smoke_dataset(layout, cases=3, test_cases=1)``: a synthetic dataset in ``layout`` (seed 0).
+
+    Each dataset is made once per session (per xdist worker) and shared read-only.
+    """
     from strokeseg.data.phantoms import synthesize_dataset
 
-    key = f"{layout}_{cases}_{test_cases}"
-    if key not in _DATASETS:
-        out = _data_root() / key
-        synthesize_dataset(layout, out, cases=cases, test_cases=test_cases, seed=0)
-        _DATASETS[key] = out
-    return _DATASETS[key]
+    made: dict[str, Path] = {}
+
+    def dataset(layout: str, cases: int = 3, test_cases: int = 1) -> Path:
+        key = f"{layout}_{cases}_{test_cases}"
+        if key not in made:
+            out = tmp_path_factory.mktemp("conformance-data") / key
+            synthesize_dataset(layout, out, cases=cases, test_cases=test_cases, seed=0)
+            made[key] = out
+        return made[key]
+
+    return dataset
 
 
 def bundle_copy(description: BundleDescription, target: Path) -> Path:
@@ -91,8 +109,3 @@ def run_config(
     return run_monai_bundle(
         "run", ["--config_file", config_arg(list(configs)), *args], log, cwd=copy, timeout=timeout, label=log.stem
     )
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if _DATA_ROOT is not None:
-        shutil.rmtree(_DATA_ROOT, ignore_errors=True)

@@ -15,6 +15,10 @@ a file that does not exist, a second volume on another grid) and runs:
 * one inference into an unwritable output folder;
 * a SIGKILL during batch inference, then the rerun: no half-written NIfTI, finished cases are not redone;
 * two trainings: an empty label and a truncated image.
+
+``make test`` runs each of these on one representative bundle (spread over the bundles, see ``conftest.py``),
+``.ci/run`` on every bundle. The bundle setups (copy, random-weight checkpoints, datalist) are made once per session
+by the :func:`bundle_setups` fixture and shared read-only; each test writes only into its own ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import copy as copy_module
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -37,7 +43,7 @@ from strokeseg.data.datalist import build_datalist, write_datalist
 from strokeseg.runtime.description import BundleDescription
 from strokeseg.tools.runner import child_env, config_arg, monai_bundle_command
 
-from .conftest import bundle_copy, run_config, smoke_args, smoke_dataset
+from .conftest import bundle_copy, run_config, smoke_args
 
 ERROR = "strokeseg: error: "
 BAD = "strokeseg: bad case: "
@@ -173,13 +179,9 @@ class Setup:
     good: dict
     checked: dict[str, int]  # key -> ndim, for the keys the inference preprocessing header-checks
     grid_keys: tuple[str, ...]
-    runs: list = field(default_factory=list)
 
     def args(self, dataset: Path, out: Path, **extra) -> list[str]:
         return [*smoke_args(self.description, self.copy, dataset, **extra), "--output_dir", str(out)]
-
-
-_SETUPS: dict[str, Setup] = {}
 
 
 def _header_check(parser) -> object:
@@ -192,15 +194,11 @@ def _header_check(parser) -> object:
     raise AssertionError("inference preprocessing has no strokeseg.transforms.validation.CheckNiftiHeadersd")
 
 
-def _setup(description: BundleDescription, tmp_root: Path) -> Setup:
-    if description.name in _SETUPS:
-        return _SETUPS[description.name]
+def _setup(description: BundleDescription, work: Path, data: Path) -> Setup:
     import torch
     from monai.bundle import ConfigParser
 
-    work = tmp_root / description.name
     copy = bundle_copy(description, work / "bundle")
-    data = smoke_dataset(description.layout)
     parser = ConfigParser()
     parser.read_config(str(copy / "configs" / "inference.json"))
     parser.read_meta(str(copy / "configs" / "metadata.json"))
@@ -221,9 +219,28 @@ def _setup(description: BundleDescription, tmp_root: Path) -> Setup:
     good = inputs.pending[0]
     check = _header_check(parser)
     checked = {key: check.checkers[key].ndim for key in check.keys if key in good}
-    setup = Setup(description, copy, work, data, datalist, num_folds, good, checked, tuple(check.same_grid_keys))
-    _SETUPS[description.name] = setup
+    return Setup(description, copy, work, data, datalist, num_folds, good, checked, tuple(check.same_grid_keys))
+
+
+@pytest.fixture(scope="session")
+def bundle_setups(tmp_path_factory, smoke_dataset) -> Callable[[BundleDescription], Setup]:
+    """``bundle_setups(bundle)``: the bundle's :class:`Setup`, made once per session and shared read-only."""
+    made: dict[str, Setup] = {}
+
+    def setup(description: BundleDescription) -> Setup:
+        if description.name not in made:
+            work = tmp_path_factory.mktemp(f"bad-inputs-{description.name}")
+            made[description.name] = _setup(description, work, smoke_dataset(description.layout))
+        return made[description.name]
+
     return setup
+
+
+@pytest.fixture
+def setup(bundle, bundle_setups, tmp_path) -> Setup:
+    """The bundle's shared :class:`Setup`, with ``work`` set to this test's own folder (every file it writes)."""
+    shared = bundle_setups(bundle)
+    return replace(shared, work=tmp_path)
 
 
 def _files(entry: dict, key: str) -> list[str]:
@@ -293,8 +310,8 @@ def _outputs(setup: Setup, out: Path, case: str) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ tests
 
 
-def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(bundle, tmp_path_factory):
-    setup = _setup(bundle, tmp_path_factory.mktemp("bad_inputs"))
+@pytest.mark.representative("stroke_mri_uresnet_focal")
+def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(setup):
     folder = setup.work / "variants"
     entries, expected = [], {}
     for problem in PROBLEMS:
@@ -302,7 +319,7 @@ def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(bundle, t
         if made is not None:
             entries.append(made[0])
             expected[made[0]["case"]] = (Path(made[1]).name, problem.words)
-    assert len(expected) >= 10, f"only {sorted(expected)} could be built for {bundle.name}"
+    assert len(expected) >= 10, f"only {sorted(expected)} could be built for {setup.description.name}"
     good = dict(setup.good)
     datalist = _datalist(setup, [good, *entries], setup.work / "skip.json")
     out = setup.work / "out_skip"
@@ -343,13 +360,9 @@ def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(bundle, t
     assert "Traceback" not in run.stderr + run.stdout, run.failure()
 
 
-def test_missing_modality_ends_with_one_line_naming_the_case(bundle, tmp_path_factory):
-    setup = _setup(bundle, tmp_path_factory.mktemp("bad_inputs"))
-    import shutil
-
+@pytest.mark.representative("stroke_mri_deepmedic")
+def test_missing_modality_ends_with_one_line_naming_the_case(setup):
     tree = setup.work / "tree_missing"
-    if tree.exists():
-        shutil.rmtree(tree)
     shutil.copytree(setup.data, tree)
     relative = Path(setup.good["image"][0]).relative_to(setup.data)
     (tree / relative).unlink()
@@ -366,8 +379,8 @@ def test_missing_modality_ends_with_one_line_naming_the_case(bundle, tmp_path_fa
     assert len([line for line in run.stderr.splitlines() if line.strip()]) < 15, run.failure()
 
 
-def test_unwritable_output_folder_is_one_line(bundle, tmp_path_factory):
-    setup = _setup(bundle, tmp_path_factory.mktemp("bad_inputs"))
+@pytest.mark.representative("stroke_ctp_dwi_gan")
+def test_unwritable_output_folder_is_one_line(setup):
     blocker = setup.work / "not_a_folder"
     blocker.write_text("a file where the output folder should be")
     datalist = _datalist(setup, [dict(setup.good)], setup.work / "good.json")
@@ -390,8 +403,8 @@ def _complete(path: Path) -> bool:
     return True
 
 
-def test_sigkill_during_batch_inference_leaves_no_half_written_file_and_rerun_skips_finished(bundle, tmp_path_factory):
-    setup = _setup(bundle, tmp_path_factory.mktemp("bad_inputs"))
+@pytest.mark.representative("two_net_bundle")
+def test_sigkill_during_batch_inference_leaves_no_half_written_file_and_rerun_skips_finished(setup):
     cases = [dict(setup.good, case=f"copy{i}", patient=f"copy{i}") for i in range(2)]
     datalist = _datalist(setup, cases, setup.work / "three.json")
     out = setup.work / "out_kill"
@@ -453,9 +466,14 @@ def _training_datalist(setup: Setup, problem: str) -> tuple[Path, str]:
     return path, dst.name
 
 
-@pytest.mark.parametrize(("problem", "words"), [("empty_label", "empty"), ("truncated_image", "truncated")])
-def test_bad_training_input_is_one_line(bundle, tmp_path_factory, problem, words):
-    setup = _setup(bundle, tmp_path_factory.mktemp("bad_inputs"))
+@pytest.mark.parametrize(
+    ("problem", "words"),
+    [
+        pytest.param("empty_label", "empty", marks=pytest.mark.representative("stroke_mri_deepmedic")),
+        pytest.param("truncated_image", "truncated", marks=pytest.mark.representative("stroke_ctp_dwi_gan")),
+    ],
+)
+def test_bad_training_input_is_one_line(bundle, setup, problem, words):
     datalist, name = _training_datalist(setup, problem)
     out = setup.work / f"out_train_{problem}"
     args = smoke_args(bundle, setup.copy, datalist, output_dir=out, num_folds=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,19 +10,26 @@ import pytest
 from strokeseg.runtime.description import BundleDescription
 from strokeseg.tools.verify import VerifyReport, verify_bundle
 
-_REPORTS: dict[str, tuple[VerifyReport, Path]] = {}
+
+@pytest.fixture(scope="session")
+def verified(tmp_path_factory) -> Callable[[BundleDescription], tuple[VerifyReport, Path]]:
+    """``verified(bundle)``: the report of ``strokeseg verify`` (with training) and its work folder.
+
+    Verify runs once per bundle and session: both tests read it, the TensorBoard test the smoke run's event files.
+    """
+    reports: dict[str, tuple[VerifyReport, Path]] = {}
+
+    def verify(bundle: BundleDescription) -> tuple[VerifyReport, Path]:
+        if bundle.name not in reports:
+            work = tmp_path_factory.mktemp(f"verify-{bundle.name}")
+            reports[bundle.name] = (verify_bundle(bundle.root, workdir=work, train=True, small_export=True), work)
+        return reports[bundle.name]
+
+    return verify
 
 
-def _verified(bundle: BundleDescription) -> tuple[VerifyReport, Path]:
-    """Run verify once per bundle and process (the TensorBoard test reads the smoke run's event files)."""
-    if bundle.name not in _REPORTS:
-        work = Path(tempfile.mkdtemp(prefix=f"verify-{bundle.name}-"))
-        _REPORTS[bundle.name] = (verify_bundle(bundle.root, workdir=work, train=True, small_export=True), work)
-    return _REPORTS[bundle.name]
-
-
-def test_verify_passes_every_check(bundle):
-    report, _ = _verified(bundle)
+def test_verify_passes_every_check(bundle, verified):
+    report, _ = verified(bundle)
     assert report.ok, report.summary()
     assert {check.number for check in report.checks} == set(range(1, 9))
     exports = report.result(5).message
@@ -46,8 +53,8 @@ def _validation_metric_names(bundle: BundleDescription) -> list[str]:
     return sorted(parser.get("validate#key_metric", {}) or {})
 
 
-def test_tensorboard_shows_loss_lr_validation_metric_and_images(bundle):
-    report, work = _verified(bundle)
+def test_tensorboard_shows_loss_lr_validation_metric_and_images(bundle, verified):
+    report, work = verified(bundle)
     if not report.result(6).ok:
         pytest.fail(f"the smoke training failed, so there is nothing to read: {report.result(6).message}")
     tb_dirs = sorted({p.parent for p in (work / "out" / "train").rglob("events.out.tfevents.*")})

@@ -16,6 +16,10 @@ Per bundle (everything it needs comes from the bundle's self-description, nothin
   learning rate is involved;
 * **untrusted files**: ``model.pt`` with a pickled Python object in it is refused by the bundle's inference
   with an error naming the file (in-process ``ConfigWorkflow``: the refusal happens before any data is read).
+
+The fresh one-epoch runs are made once per session by the :func:`fresh_run` fixture; the SIGKILL and NaN tests
+go on training their own copy of one, so the tests run in any order. ``make test`` runs each of the three
+training behaviours on one representative bundle (see ``conftest.py``), ``.ci/run`` on all of them.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,8 +41,8 @@ import torch
 
 from strokeseg.errors import StrokesegError
 from strokeseg.runtime.description import BundleDescription
-from strokeseg.tools.runner import child_env, config_arg, monai_bundle_command
-from tests.conformance.conftest import bundle_copy, run_config, smoke_args, smoke_dataset
+from strokeseg.tools.runner import BundleRun, child_env, config_arg, monai_bundle_command
+from tests.conformance.conftest import bundle_copy, run_config, smoke_args
 
 KILL_EPOCHS = 3
 """Epochs of a run that is killed (``epochs`` is the shared knob: later stages scale their own from it)."""
@@ -151,42 +158,58 @@ def _run_and_kill(
 
 # ------------------------------------------------------------------------------- shared runs per bundle
 
-_SHARED: dict[str, dict] = {}
+
+@dataclass(frozen=True)
+class FreshRun:
+    """A bundle copy after a fresh one-epoch smoke run of its ``train`` stage (seed 0), and that run."""
+
+    copy: Path
+    data: Path
+    run: BundleRun
+
+    def models(self) -> Path:
+        """The run's checkpoint folder, to read only; fails the test if the run failed."""
+        if not self.run.ok:
+            pytest.fail(f"the one-epoch smoke run failed: {self.run.failure()}")
+        return self.copy / "models"
+
+    def trained_copy(self, target: Path) -> Path:
+        """The copy, epoch-1 checkpoints included, under ``target`` (a test goes on training it there)."""
+        self.models()
+        return Path(shutil.copytree(self.copy, target))
 
 
-def _fresh_runs(bundle: BundleDescription, tmp_path_factory) -> dict:
-    """Two fresh one-epoch smoke runs of the ``train`` stage with the same seed, in copies ``a`` and ``b``.
+@pytest.fixture(scope="session")
+def fresh_run(tmp_path_factory, smoke_dataset) -> Callable[[BundleDescription, str], FreshRun]:
+    """``fresh_run(bundle, replica)``: a one-epoch smoke run of ``bundle``'s ``train`` stage, made once per session.
 
-    Made once per bundle: the determinism test compares them, the SIGKILL test goes on training ``b`` and the
-    NaN test goes on training ``a`` (each of those resumes from the epoch-1 checkpoint, saving an epoch).
+    ``replica`` names independent runs with the same seed (the determinism test compares two). The copies are
+    shared read-only: a test that trains on copies one with :meth:`FreshRun.trained_copy` first, so no test
+    sees what another did, in whatever order they run.
     """
-    if bundle.name not in _SHARED:
-        work = tmp_path_factory.mktemp(f"crash-{bundle.name}")
-        data = smoke_dataset(bundle.layout)
-        shared: dict = {"work": work, "data": data}
-        for name in ("a", "b"):
-            copy = bundle_copy(bundle, work / name)
-            run = _run(bundle, copy, "train", _stage_args(bundle, copy, data, work / name), work / f"{name}.log")
-            shared[name] = {"copy": copy, "run": run}
-        _SHARED[bundle.name] = shared
-    return _SHARED[bundle.name]
+    runs: dict[tuple[str, str], FreshRun] = {}
 
+    def fresh(bundle: BundleDescription, replica: str = "a") -> FreshRun:
+        key = (bundle.name, replica)
+        if key not in runs:
+            work = tmp_path_factory.mktemp(f"fresh-{bundle.name}-{replica}")
+            data = smoke_dataset(bundle.layout)
+            copy = bundle_copy(bundle, work / "bundle")
+            run = _run(bundle, copy, "train", _stage_args(bundle, copy, data, work), work / "train.log")
+            runs[key] = FreshRun(copy, data, run)
+        return runs[key]
 
-def _fresh(bundle: BundleDescription, tmp_path_factory, name: str) -> Path:
-    shared = _fresh_runs(bundle, tmp_path_factory)
-    run = shared[name]["run"]
-    if not run.ok:
-        pytest.fail(f"the one-epoch smoke run failed: {run.failure()}")
-    return shared[name]["copy"]
+    return fresh
 
 
 # -------------------------------------------------------------------------------------------------- tests
 
 
-def test_same_seed_gives_identical_checkpoints(bundle, tmp_path_factory):
+@pytest.mark.representative("stroke_ctp_msdcnn")
+def test_same_seed_gives_identical_checkpoints(bundle, fresh_run):
     states = []
-    for name in ("a", "b"):
-        models = _fresh(bundle, tmp_path_factory, name) / "models"
+    for replica in ("a", "b"):
+        models = fresh_run(bundle, replica).models()
         found = _epoch_checkpoints(models)
         assert found, f"no epoch checkpoint in {models}"
         states.append(_tensors(torch.load(models / max(found, key=found.get), weights_only=True)))
@@ -205,12 +228,13 @@ def test_same_seed_gives_identical_checkpoints(bundle, tmp_path_factory):
     assert any(k.startswith("model") for k in first) and any(k.startswith("optimizer") for k in first)
 
 
-def test_sigkill_during_each_stage_then_resume(bundle, tmp_path_factory):
-    copy = _fresh(bundle, tmp_path_factory, "b")
-    work, data = _SHARED[bundle.name]["work"], _SHARED[bundle.name]["data"]
+@pytest.mark.representative("stroke_dwi_edd_muscle")  # two stages
+def test_sigkill_during_each_stage_then_resume(bundle, fresh_run, tmp_path):
+    fresh = fresh_run(bundle)
+    copy, data, work = fresh.trained_copy(tmp_path / "bundle"), fresh.data, tmp_path
     models = copy / "models"
     for stage in bundle.stages:
-        args = _stage_args(bundle, copy, data, work / "b", epochs=KILL_EPOCHS, resume="true")
+        args = _stage_args(bundle, copy, data, work, epochs=KILL_EPOCHS, resume="true")
         before = set(_epoch_checkpoints(models)) if stage != "train" else set()
         started_with = _epoch_checkpoints(models)
         after_kill = _run_and_kill(bundle, copy, stage, args, work / f"{stage}_killed.log", started_with)
@@ -258,15 +282,16 @@ def test_sigkill_during_each_stage_then_resume(bundle, tmp_path_factory):
         assert not _leftovers(copy), f"temporary files left after the resume: {_leftovers(copy)}"
 
 
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(bundle, tmp_path_factory):
-    copy = _fresh(bundle, tmp_path_factory, "a")
-    work, data = _SHARED[bundle.name]["work"], _SHARED[bundle.name]["data"]
+@pytest.mark.representative("stroke_ctp_msdcnn")  # reuses the determinism test's first run
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(bundle, fresh_run, tmp_path):
+    fresh = fresh_run(bundle)
+    copy, data, work = fresh.trained_copy(tmp_path / "bundle"), fresh.data, tmp_path
     models = copy / "models"
     kept = {name: _digest(models / name) for name in _epoch_checkpoints(models)}
     kept.update({n.checkpoint_name: _digest(models / n.checkpoint_name) for n in bundle.networks if n.stage == "train"})
     overlay = work / "nan_at_epoch_2.json"
     overlay.write_text(json.dumps({"train#trainer#train_handlers": NAN_HANDLER}, indent=4))
-    args = _stage_args(bundle, copy, data, work / "a", epochs=2, resume="true")
+    args = _stage_args(bundle, copy, data, work, epochs=2, resume="true")
     run = _run(bundle, copy, "train", args, work / "nan.log", overlay)
     assert not run.ok and run.returncode is not None, "a NaN loss did not stop training"
     last = run.last_line()
@@ -281,7 +306,7 @@ class _Payload:
     """Any Python object: pickled into a checkpoint, ``weights_only=True`` must refuse it."""
 
 
-def test_pickled_object_in_model_pt_is_refused(bundle, tmp_path):
+def test_pickled_object_in_model_pt_is_refused(bundle, tmp_path, smoke_dataset):
     from monai.bundle import ConfigWorkflow
 
     copy = bundle_copy(bundle, tmp_path / "bundle")

@@ -4,7 +4,7 @@
   (:func:`strokeseg.runtime.precision.native_bf16`) is mocked both ways and every config item that reads the knob is
   evaluated; ``fp32``/``bf16`` force the choice and anything else is refused.
 - the bf16 and channels-last paths compute what the plain fp32 path computes: the bundle's own inference
-  evaluator runs one synthetic case at its smoke sizes in each variant (:func:`strokeseg.tools.bench.bundle.
+  evaluator runs one synthetic case at its smoke sizes in each variant (:func:`strokeseg.tools.bench.agreement.
   variant_agreement`); channels-last agrees with fp32 to float rounding, bf16 to bf16 rounding, and bf16 is not
   bit-identical to fp32 (so the knob really switched autocast on); the channels-last variants, and only they, run
   the network on channels-last weights or inputs (so that knob is not ignored either). The Dice of bf16 vs fp32
@@ -21,7 +21,7 @@ import pytest
 import strokeseg.runtime.precision as precision
 from strokeseg.runtime.description import BundleDescription
 from strokeseg.runtime.knobs import KnobError
-from strokeseg.tools.bench.bundle import variant_agreement
+from strokeseg.tools.bench.agreement import variant_agreement
 from tests.conformance.test_knobs import _referring_items
 
 KNOB = "inference_precision"

@@ -104,8 +104,11 @@ def test_a_case_sampler_chooses_and_orders_the_cases_and_gets_set_epoch():
 
 def test_a_sampler_returning_the_wrong_count_names_the_case():
     ds = PatchBatchDataset(_cases(2), _sampler(3), samples_per_case=4, batch_size=2)
-    with pytest.raises(ValueError, match=r"case \d.*returned 3 patches, expected samples_per_case=4"):
+    with pytest.raises(ValueError, match=r"case_\d: the patch sampler returned 3 patches, expected samples_per_case=4"):
         list(ds)
+    named = [{**case, "case": f"sub-{k}"} for k, case in enumerate(_cases(2))]
+    with pytest.raises(ValueError, match=r"sub-\d: the patch sampler returned 3 patches"):
+        list(PatchBatchDataset(named, _sampler(3), samples_per_case=4, batch_size=2))
 
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"samples_per_case": 1.5}, {"buffer_size": -1}])

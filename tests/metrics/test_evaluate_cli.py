@@ -13,8 +13,9 @@ import pytest
 
 from strokeseg.errors import DataError
 from strokeseg.metrics import case_metrics
-from strokeseg.metrics.casefiles import case_name, find_labels, find_predictions
+from strokeseg.metrics.casefiles import find_labels, find_predictions
 from strokeseg.metrics.report import evaluate_folders
+from strokeseg.naming import OUTPUT_TAILS, case_name
 from strokeseg.tools.cli import main
 
 AFFINE = np.diag([1.5, 1.5, 4.0, 1.0])
@@ -148,9 +149,8 @@ def test_discovery_rules(tmp_path):
         find_predictions(tmp_path / "empty")
     with pytest.raises(DataError, match="does not exist"):
         find_predictions(tmp_path / "missing")
-    assert (
-        case_name("/x/sub-01_prob.nii.gz") == "sub-01" and case_name("VSD.Brain.XX.O.OT.7.nii") == "VSD.Brain.XX.O.OT.7"
-    )
+    assert case_name("/x/sub-01_prob.nii.gz", OUTPUT_TAILS) == "sub-01"
+    assert case_name("VSD.Brain.XX.O.OT.7.nii", OUTPUT_TAILS) == "VSD.Brain.XX.O.OT.7"
 
 
 def test_empty_prediction_counts_nan_hd(tmp_path):

@@ -17,7 +17,6 @@ from strokeseg.transforms.ctp import (
     SLICE_SIZE,
     BrainMaskNormalizeIntensity,
     BrainMaskNormalizeIntensityd,
-    brain_mask,
 )
 
 
@@ -26,12 +25,6 @@ def _maps() -> np.ndarray:
     x[0, :2, :2] = [[1, 2], [3, 4]]  # Tmax-like: zero in part of the brain
     x[1, :2] = [[10, 10, 10], [20, 20, 20]]  # brain = first two rows
     return x
-
-
-def test_brain_mask_is_the_union_of_the_maps():
-    mask = brain_mask(_maps())
-    assert mask.shape == (1, 4, 3) and mask.dtype == torch.bool
-    assert mask[0, :2].all() and not mask[0, 2:].any()
 
 
 def test_every_map_is_normalised_over_the_same_brain():

@@ -1,12 +1,15 @@
-"""``relative_foreground``: noise floor dropped, bright tissue kept, threshold as documented."""
+"""``relative_foreground``: noise floor dropped, bright tissue kept, threshold as documented; ``brain_mask``: the
+union of the channels off their background."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.transforms import CropForeground
 
-from strokeseg.transforms.foreground import relative_foreground, selection_quantile
+from strokeseg.transforms.foreground import brain_mask, relative_foreground, selection_quantile
 
 
 def _rician(shape: tuple[int, ...], sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -112,3 +115,30 @@ def test_selection_quantile_is_torch_quantile_bit_for_bit(n):
         assert torch.equal(selection_quantile(values, q), torch.quantile(values, q)), (n, q)
     with pytest.raises(ValueError, match="non-empty 1-D"):
         selection_quantile(torch.zeros(0), 0.5)
+
+
+def test_brain_mask_is_the_union_of_the_channels_off_zero() -> None:
+    maps = np.zeros((2, 4, 3), dtype=np.float32)
+    maps[0, :2, :2] = [[1, 2], [3, 4]]  # Tmax-like: 0 in part of the brain
+    maps[1, :2] = [[10, -10, 10], [20, 20, 20]]  # a negative value is brain too
+    mask = brain_mask(maps)
+    assert mask.shape == (4, 3) and mask.dtype == torch.bool
+    assert mask[:2].all() and not mask[2:].any()
+
+
+def test_brain_mask_minimum_background_of_volumes_z_scored_as_a_whole() -> None:
+    image = torch.full((2, 3, 2, 2), -1.5)  # z-scored background: a negative constant per channel
+    image[1] = -0.7
+    image[0, 0, 0, 0] = 2.0
+    image[1, 2, 1, 1] = -0.2
+    mask = brain_mask(MetaTensor(image), background="minimum")
+    assert type(mask) is torch.Tensor and mask.shape == (3, 2, 2)
+    assert mask.nonzero().tolist() == [[0, 0, 0], [2, 1, 1]]
+    assert bool(brain_mask(image).all())  # nothing is 0: the "zero" rule would call everything brain
+
+
+def test_brain_mask_refuses_a_bad_background_or_no_channel_axis() -> None:
+    with pytest.raises(ValueError, match="background"):
+        brain_mask(torch.ones(1, 2, 2), background="otsu")
+    with pytest.raises(ValueError, match="channel-first"):
+        brain_mask(torch.ones(4))

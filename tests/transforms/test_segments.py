@@ -9,16 +9,18 @@ from monai.data import MetaTensor
 
 from strokeseg.errors import DataError
 from strokeseg.networks.deepmedic import DeepMedic
-from strokeseg.transforms.segments import (
+from strokeseg.transforms.deepmedic_cases import (
     LesionIntensityCloned,
     PerfusionBrainMaskd,
+    SquaredErrorMapd,
+    ZScoreInMaskd,
+    with_lesion_clones,
+)
+from strokeseg.transforms.segments import (
     RandDeepMedicSegments,
     RandDeepMedicSegmentsd,
     RandShiftScaleIntensity,
     RandShiftScaleIntensityd,
-    SquaredErrorMapd,
-    ZScoreInMaskd,
-    with_lesion_clones,
 )
 
 

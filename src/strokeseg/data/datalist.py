@@ -46,333 +46,27 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from strokeseg.atomic_io import write_text_atomic
-from strokeseg.data.layouts import Layout, get_layout, modality_token
+from strokeseg.data.discovery import DiscoveredCase, case_folders, check_case_grids, discover_case, subfolders
+from strokeseg.data.headers import AFFINE_TOLERANCE, FileGrid
+from strokeseg.data.layouts import Layout, get_layout
 from strokeseg.errors import DataError
-from strokeseg.naming import nifti_stem
-from strokeseg.transforms.validation import gzip_payload_size
 
 __all__ = ["SPLITS", "build_datalist", "write_datalist", "load_datalist", "cases_for", "select_split"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test", "all")
 
-#: affine entries (mm) closer than this are the same grid
-AFFINE_TOLERANCE = 1e-3
-
-_BIDS_RE = re.compile(r"^(?P<entities>.+)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
-
-
-@dataclass
-class _Header:
-    """Spatial grid of one NIfTI file, read from its header only."""
-
-    path: Path
-    shape: tuple[int, ...]
-    affine: np.ndarray
-
-
-@dataclass
-class _Case:
-    """One discovered case before fold assignment."""
-
-    name: str
-    folder: Path
-    group: str  # container folder (ISLES 2015-2018) whose cases may be slabs of one patient
-    is_test: bool = False
-    image: list[Path] = field(default_factory=list)
-    label: Path | None = None
-    label_choice: str | None = None
-    extras: dict[str, Path] = field(default_factory=dict)
-    patient: str | None = None
-    patient_from_sidecar: bool = False
-    grid: _Header | None = None
-
-
-def _natural_key(text: str) -> list:
-    """Sort key putting ``case_2`` before ``case_10``."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text)]
-
-
-def _case_regex(layout: Layout) -> re.Pattern:
-    """Regex matching the train and test case-folder names of ``layout`` (``{n}`` / ``{n:04d}`` = digits)."""
-    alternatives = []
-    for pattern in dict.fromkeys((layout.train_case_pattern, layout.test_case_pattern)):
-        pieces = re.split(r"\{n(?::[^}]*)?\}", pattern)
-        alternatives.append(r"\d+".join(re.escape(piece) for piece in pieces))
-    return re.compile("^(?:" + "|".join(alternatives) + ")$")
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: _natural_key(p.name)
-    )
-
-
-def _display(path: Path, root: Path) -> str:
-    """``path`` relative to the dataset root when it lies inside it (keeps messages short)."""
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-# --------------------------------------------------------------------------------------------------- headers
-
-
-def _read_header(path: Path, case: str, root: Path) -> _Header:
-    """Read the grid of a NIfTI file without loading its voxels, and check the file holds all its voxels.
-
-    nibabel reads only the header; a truncated file is caught by comparing the file size (``.nii``) or the
-    gzip trailer's uncompressed size (``.nii.gz``, falling back to a streamed decompression, still without
-    building an array) with ``vox_offset + voxels × bytes per voxel``.
-
-    Raises:
-        DataError: the file is not a readable NIfTI or is shorter than its header says.
-    """
-    shown = _display(path, root)
-    try:
-        img = nib.load(str(path))
-        header = img.header
-        shape = tuple(int(s) for s in header.get_data_shape())
-        # the loaded header's vox_offset is reset to 0 by nibabel; the array proxy keeps the file's offset
-        offset = int(getattr(img.dataobj, "offset", header["vox_offset"]))
-        expected = offset + int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
-        affine = np.asarray(img.affine, dtype=np.float64)
-    except Exception as exc:  # nibabel raises many types (ImageFileError, HeaderDataError, OSError, EOFError, ...)
-        raise DataError(f"{case}: cannot read {shown} as NIfTI: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(img, nib.Nifti1Image):
-        raise DataError(f"{case}: {shown} is a {type(img).__name__}, not a NIfTI image")
-    if str(path).lower().endswith(".gz"):
-        actual = gzip_payload_size(path, expected, f"{case}: {shown}")
-    else:
-        actual = path.stat().st_size
-    if actual < expected:
-        raise DataError(
-            f"{case}: {shown} is truncated or corrupt: its header announces shape {shape} "
-            f"({expected} bytes with the header) but the file holds {actual} bytes"
-        )
-    while len(shape) < 3:
-        shape = (*shape, 1)
-    return _Header(path=path, shape=shape, affine=affine)
-
-
-def _same_grid(a: _Header, b: _Header) -> bool:
-    return a.shape[:3] == b.shape[:3] and bool(np.allclose(a.affine, b.affine, rtol=0.0, atol=AFFINE_TOLERANCE))
-
-
-def _grid_text(h: _Header, root: Path) -> str:
-    return f"{_display(h.path, root)} (shape {h.shape[:3]}, affine {np.round(h.affine[:3], 3).tolist()})"
-
-
-def _check_grids(case: _Case, layout: Layout, root: Path) -> None:
-    """Read every header of ``case`` and check ``image``, label and same-grid extras share one grid.
-
-    Raises:
-        DataError: a file is unreadable, or two files that must share a grid do not (both are named).
-    """
-    headers = [_read_header(p, case.name, root) for p in case.image]
-    if case.label is not None:
-        headers.append(_read_header(case.label, case.name, root))
-    same_grid = {e.key for e in layout.extras if e.same_grid}
-    for key, path in case.extras.items():
-        header = _read_header(path, case.name, root)
-        if key in same_grid:
-            headers.append(header)
-    reference = headers[0]
-    for other in headers[1:]:
-        if not _same_grid(reference, other):
-            raise DataError(
-                f"{case.name}: grid mismatch: {_grid_text(reference, root)} vs {_grid_text(other, root)}; "
-                f"image volumes, label and same-grid extras must share shape and affine (±{AFFINE_TOLERANCE} mm)"
-            )
-    case.grid = reference
-
-
-# ------------------------------------------------------------------------------------------------ discovery
-
-
-def _known_tokens(layout: Layout) -> dict[str, str]:
-    tokens = (*layout.modalities, layout.label_token, *(e.token for e in layout.extras))
-    return {t.lower(): t for t in tokens}
-
-
-def _legacy_token(name: str, known: dict[str, str]) -> str | None:
-    """Layout token of an ISLES 2015-2018 file or folder name, or ``None`` when it is none of the layout's."""
-    token = modality_token(name)
-    if token is not None and token.lower() in known:
-        return known[token.lower()]
-    stem = nifti_stem(name) or name
-    parts = {known[p.lower()] for p in stem.split(".") if p.lower() in known}
-    return parts.pop() if len(parts) == 1 else None
-
-
-def _legacy_volumes(folder: Path, known: dict[str, str]) -> dict[str, list[Path]]:
-    """Files of one ISLES 2015-2018 case folder, by token (a volume folder or a file directly in the case)."""
-    found: dict[str, list[Path]] = {}
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            folder_token = _legacy_token(entry.name, known)
-            files = sorted(p for p in entry.iterdir() if p.is_file() and nifti_stem(p.name) is not None)
-            for path in files:
-                token = _legacy_token(path.name, known) or folder_token
-                if token is not None:
-                    found.setdefault(token, []).append(path)
-        elif entry.is_file() and nifti_stem(entry.name) is not None:
-            token = _legacy_token(entry.name, known)
-            if token is not None:
-                found.setdefault(token, []).append(entry)
-    return found
-
-
-def _bids_volumes(folders: Sequence[Path], known: dict[str, str]) -> dict[str, list[Path]]:
-    """BIDS files ``*_<suffix>.nii[.gz]`` of the given folders, by layout token (suffix compared case-blind)."""
-    found: dict[str, list[Path]] = {}
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir(), key=lambda p: p.name):
-            match = _BIDS_RE.match(path.name)
-            if path.is_file() and match and match.group("suffix").lower() in known:
-                found.setdefault(known[match.group("suffix").lower()], []).append(path)
-    return found
-
-
-def _sidecar_patient(folders: Sequence[Path], case: str, root: Path) -> str | None:
-    """``"patient"`` of the first ``phantom.json`` found in ``folders``, if any.
-
-    Raises:
-        DataError: a ``phantom.json`` exists but is not valid JSON.
-    """
-    for folder in folders:
-        sidecar = folder / "phantom.json"
-        if not sidecar.is_file():
-            continue
-        try:
-            content = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{case}: cannot read {_display(sidecar, root)}: {exc}") from exc
-        if isinstance(content, dict) and content.get("patient") is not None:
-            return str(content["patient"])
-    return None
-
-
-def _penumbra_label(case: str, paths: list[Path], root: Path) -> Path:
-    """The one ISLES 2015 SPES ``OT`` file whose name (or folder name) mentions penumbra.
-
-    Raises:
-        DataError: none or several of them do.
-    """
-    chosen = [p for p in paths if "penumbra" in p.name.lower() or "penumbra" in p.parent.name.lower()]
-    if len(chosen) != 1:
-        names = ", ".join(_display(p, root) for p in paths)
-        raise DataError(
-            f"{case}: {len(paths)} OT files ({names}) and {len(chosen)} of them mention 'penumbra'; "
-            "expected exactly one penumbra label"
-        )
-    return chosen[0]
-
-
-def _assemble(case: _Case, layout: Layout, found: dict[str, list[Path]], where: str, root: Path) -> None:
-    """Fill ``case`` from the files found for it, by token.
-
-    Raises:
-        DataError: two files for one volume, or a required volume missing (lists what is missing and found).
-    """
-    labels = found.get(layout.label_token, [])
-    if len(labels) > 1 and layout.name == "isles2015_spes":
-        case.label = _penumbra_label(case.name, labels, root)
-        case.label_choice = case.label.name
-        found = {**found, layout.label_token: [case.label]}
-    for token, paths in found.items():
-        if len(paths) > 1:
-            names = ", ".join(_display(p, root) for p in paths)
-            raise DataError(f"{case.name}: {len(paths)} files for {token} ({names}); expected one")
-    case.label = found[layout.label_token][0] if labels else None
-    case.is_test = case.label is None
-    missing = [t for t in layout.modalities if t not in found]
-    for extra in layout.extras:
-        if extra.token in found:
-            case.extras[extra.key] = found[extra.token][0]
-        elif extra.required and not (extra.training_only and case.is_test):
-            missing.append(extra.token)
-    if missing:
-        present = ", ".join(sorted(found)) or "nothing"
-        raise DataError(f"{case.name}: missing {', '.join(missing)} in {where}; found: {present}")
-    case.image = [found[t][0] for t in layout.modalities]
-
-
-def _legacy_case_folders(layout: Layout, root: Path) -> list[tuple[str, Path, str]]:
-    """``(case id, folder, group)`` of every case folder of an ISLES 2015-2018 root (see module docstring)."""
-    pattern = _case_regex(layout)
-    direct = [(p.name, p, "") for p in _subdirs(root) if pattern.match(p.name)]
-    if direct:
-        return direct
-    nested = []
-    for container in _subdirs(root):
-        nested += [
-            (f"{container.name}_{p.name}", p, container.name) for p in _subdirs(container) if pattern.match(p.name)
-        ]
-    return nested
-
-
-def _discover_legacy(layout: Layout, root: Path, folder_info: tuple[str, Path, str]) -> _Case:
-    name, folder, group = folder_info
-    case = _Case(name=name, folder=folder, group=group)
-    found = _legacy_volumes(folder, _known_tokens(layout))
-    _assemble(case, layout, found, str(folder), root)
-    case.patient = _sidecar_patient([folder], name, root)
-    return case
-
-
-def _bids_case_folders(layout: Layout, root: Path) -> list[tuple[str, Path, str, str | None]]:
-    """``(case id, session folder, subject, session name or None)`` of every case of an ISLES 2022 root."""
-    raw = root / "rawdata" if (root / "rawdata").is_dir() else root
-    pattern = _case_regex(layout)
-    cases = []
-    for subject in _subdirs(raw):
-        if not pattern.match(subject.name):
-            continue
-        sessions = [s for s in _subdirs(subject) if s.name.startswith("ses-")]
-        if not sessions:
-            cases.append((subject.name, subject, subject.name, None))
-        for session in sessions:
-            name = subject.name if len(sessions) == 1 else f"{subject.name}_{session.name}"
-            cases.append((name, session, subject.name, session.name))
-    return cases
-
-
-def _discover_bids(layout: Layout, root: Path, info: tuple[str, Path, str, str | None]) -> _Case:
-    name, session_dir, subject, session = info
-    known = _known_tokens(layout)
-    label_token = {layout.label_token.lower(): layout.label_token}
-    volume_tokens = {k: v for k, v in known.items() if k not in label_token}
-    found = _bids_volumes([session_dir, session_dir / "dwi", session_dir / "anat"], volume_tokens)
-    label_dir = root / "derivatives" / subject / session if session else root / "derivatives" / subject
-    found.update(_bids_volumes([label_dir, label_dir / "anat", label_dir / "dwi"], label_token))
-    case = _Case(name=name, folder=session_dir, group=subject)
-    _assemble(case, layout, found, str(session_dir), root)
-    case.patient = _sidecar_patient([session_dir.parent, session_dir] if session else [session_dir], name, root)
-    if case.patient is None and name != subject:
-        case.patient = subject
-    return case
-
 
 # ------------------------------------------------------------------------------------------ patients, folds
 
 
-def _same_slab_patient(a: _Header, b: _Header) -> bool:
+def _same_slab_patient(a: FileGrid, b: FileGrid) -> bool:
     """ISLES 2018 heuristic: slabs of one scan share in-plane shape, in-plane affine columns and x/y origin."""
     return (
         a.shape[:2] == b.shape[:2]
@@ -381,9 +75,9 @@ def _same_slab_patient(a: _Header, b: _Header) -> bool:
     )
 
 
-def _assign_patients(cases: list[_Case], layout: Layout) -> None:
+def _assign_patients(cases: list[DiscoveredCase], layout: Layout) -> None:
     """Set ``case.patient`` where the sidecar did not (see module docstring)."""
-    previous: _Case | None = None
+    previous: DiscoveredCase | None = None
     for case in cases:
         case.patient_from_sidecar = case.patient is not None
         if case.patient is None:
@@ -450,20 +144,19 @@ def build_datalist(
     root = Path(os.path.normpath(Path(root).absolute()))
     if not root.is_dir():
         raise DataError(f"{layout}: dataset root {root} does not exist or is not a folder")
-    infos = _bids_case_folders(spec, root) if spec.bids else _legacy_case_folders(spec, root)
-    discover = partial(_discover_bids if spec.bids else _discover_legacy, spec, root)
+    infos = case_folders(spec, root)
     if not infos:
         example = spec.train_case_pattern.replace("{n:04d}", "0001").replace("{n}", "1")
-        seen = ", ".join(p.name for p in _subdirs(root)) or "nothing"
+        seen = ", ".join(p.name for p in subfolders(root)) or "nothing"
         where = f"{root}/rawdata" if spec.bids and (root / "rawdata").is_dir() else str(root)
         raise DataError(f"{layout}: no case folder (like {example!r}) in {where}; found: {seen}")
 
-    cases: list[_Case] = []
+    cases: list[DiscoveredCase] = []
     skipped: list[dict] = []
     for info in infos:
         try:
-            case = discover(info)
-            _check_grids(case, spec, root)
+            case = discover_case(spec, root, info)
+            check_case_grids(case, spec, root)
         except DataError as exc:
             if not allow_incomplete:
                 raise

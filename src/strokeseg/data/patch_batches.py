@@ -18,7 +18,7 @@ number of batches per epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from monai.data import DataLoader, list_data_collate
 from monai.utils import MAX_SEED
 from torch.utils.data import IterableDataset, get_worker_info
 
-from strokeseg.transforms.validation import source_name
+from strokeseg.naming import entry_case_name
 
 __all__ = ["PatchBatchDataset", "PatchBatchLoader", "passthrough"]
 
@@ -105,8 +105,9 @@ class PatchBatchDataset(IterableDataset):
         return sum(len(range(w, n, workers)) * self.samples_per_case // self.batch_size for w in range(workers))
 
     def _case_name(self, case: Any, index: int) -> str:
-        image = case.get("image") if isinstance(case, dict) else None
-        return f"case {index} ({source_name(image)})" if isinstance(image, torch.Tensor) else f"case {index}"
+        """A case's name in error messages: :func:`strokeseg.naming.entry_case_name` (``case`` field, else the image
+        file), else ``case_<index>`` (also for data that are not dictionaries)."""
+        return entry_case_name(case, index) if isinstance(case, Mapping) else f"case_{index}"
 
     def __iter__(self):
         info = get_worker_info()

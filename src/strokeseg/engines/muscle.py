@@ -7,13 +7,11 @@ in :mod:`strokeseg.inferers.cascade`; its names are re-exported here for :mod:`s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from strokeseg.errors import DataError
@@ -26,6 +24,7 @@ from strokeseg.inferers.cascade import (
     multiscale_candidate_patches,
 )
 from strokeseg.inferers.slices import BatchedSliceInferer
+from strokeseg.naming import entry_case_name
 
 __all__ = [
     "SmallCandidates",
@@ -45,15 +44,12 @@ def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _case_name(entry: dict, item: dict, index: int) -> str:
-    """Case identifier of a datalist entry: its ``case`` field, else the image file name, else ``case_<i>``."""
-    if entry.get("case"):
-        return str(entry["case"])
-    image = item.get("image")
-    meta_name = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
-    source = meta_name or (entry.get("image") if isinstance(entry.get("image"), str) else None)
-    if source:
-        return os.path.basename(str(source)).split(".")[0]
-    return f"case_{index}"
+    """:func:`strokeseg.naming.entry_case_name` of the datalist entry, else of the preprocessed item (an in-memory
+    entry's image carries no file name, its loaded version may), else ``case_<index>``."""
+    try:
+        return entry_case_name(entry)
+    except ValueError:
+        return entry_case_name(item, index)
 
 
 def mine_muscle_samples(

@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from strokeseg.errors import BundleError, DataError
 from strokeseg.inferers.slices import BatchedSliceInferer
+from strokeseg.networks.weights import load_network_state
 from strokeseg.postprocessing.fusion import FUSION_RULES, fuse_instance_probability
 
 __all__ = [
@@ -296,8 +297,6 @@ class EddMuscleInferer(Inferer):
         elif self.muscle_network is None:
             raise BundleError(f"{path}: a MUSCLE state dict needs muscle_network to load it into.")
         else:
-            from strokeseg.networks.weights import load_network_state
-
             param = next(self.muscle_network.parameters(), None)
             load_network_state(self.muscle_network, path, map_location=param.device if param is not None else "cpu")
         self._checkpoint_loaded = True

@@ -20,7 +20,8 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import ensure_tuple_rep
 
-from strokeseg.transforms.patches3d import URESNET_PATCH_SIZE, brain_mask
+from strokeseg.transforms.foreground import brain_mask
+from strokeseg.transforms.patches3d import URESNET_PATCH_SIZE
 
 __all__ = ["FAITHFUL_STEP", "FaithfulPatchInferer"]
 
@@ -73,7 +74,7 @@ class FaithfulPatchInferer(Inferer):
             axes.append(torch.tensor(starts))
         origins = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
         if self.foreground_only:
-            mask = brain_mask(image)
+            mask = brain_mask(image, background="minimum")
             centres = origins + torch.tensor([p // 2 for p in self.patch_size])
             origins = origins[mask[centres[:, 0], centres[:, 1], centres[:, 2]]]
         return origins

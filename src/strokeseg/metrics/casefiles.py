@@ -22,13 +22,11 @@ import nibabel as nib
 import numpy as np
 
 from strokeseg.errors import DataError
-from strokeseg.naming import NIFTI_SUFFIXES, OUTPUT_TAILS, nifti_stem
-from strokeseg.naming import case_name as _case_name
+from strokeseg.naming import NIFTI_SUFFIXES, OUTPUT_TAILS, case_name, nifti_stem
 
 __all__ = [
     "PredictionFiles",
     "Volume",
-    "case_name",
     "find_predictions",
     "find_labels",
     "load_volume",
@@ -61,12 +59,6 @@ def _nifti_stem(name: str) -> str | None:
     return None if name.startswith(".") else nifti_stem(name)
 
 
-def case_name(path: str | Path) -> str:
-    """Case name of a prediction or label file: the file stem without ``_seg``/``_prob``/``_label``
-    (:func:`strokeseg.naming.case_name` with :data:`strokeseg.naming.OUTPUT_TAILS`)."""
-    return _case_name(path, OUTPUT_TAILS)
-
-
 def _add(found: dict[str, dict[str, Path]], case: str, kind: str, path: Path) -> None:
     slot = found.setdefault(case, {})
     if kind in slot:
@@ -96,7 +88,7 @@ def find_predictions(folder: str | Path) -> dict[str, PredictionFiles]:
         if stem is None:
             continue
         kind = "prob" if stem.endswith("_prob") else "seg"
-        _add(found, case_name(entry), kind, entry)
+        _add(found, case_name(entry, OUTPUT_TAILS), kind, entry)
     if not found:
         raise DataError(
             f"no prediction found in {folder}: expected <case>/<case>_seg.nii.gz, <case>_seg.nii.gz or <case>.nii.gz."
@@ -153,7 +145,7 @@ def find_labels(source: str | Path) -> dict[str, Path]:
         stem = _nifti_stem(entry.name) if entry.is_file() else None
         if stem is None or stem.endswith("_prob"):
             continue
-        case = next((stem[: -len(tail)] for tail in ("_label", "_seg") if stem.endswith(tail)), stem)
+        case = case_name(entry, OUTPUT_TAILS)
         if case in labels:
             raise DataError(f"case {case}: two label files, {labels[case]} and {entry}.")
         labels[case] = entry

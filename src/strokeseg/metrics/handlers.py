@@ -32,8 +32,8 @@ from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
 from strokeseg.metrics.case import METRIC_GROUPS, case_metrics
-from strokeseg.metrics.casefiles import case_name
 from strokeseg.metrics.report import ReportBuilder, write_report
+from strokeseg.naming import OUTPUT_TAILS, entry_case_name
 
 __all__ = ["LesionwiseMetric", "CaseMetricsSaver", "foreground", "spacing_from_meta"]
 
@@ -199,19 +199,16 @@ class CaseMetricsSaver:
         self.builder = self._new_builder()
 
     def _case_name(self, item: Mapping, batch_item: Mapping | None, index: int) -> str:
-        for source in (item, batch_item or {}):
+        """:func:`strokeseg.naming.entry_case_name` of the output, the batch or the label's / prediction's meta
+        data (``case_key``), else of the label's or prediction's file (without the writers' tails), else
+        ``case_<index>``."""
+        metas = [getattr(item.get(key), "meta", None) or {} for key in (self.label_key, self.pred_key)]
+        for source in (item, batch_item or {}, *metas):
             value = source.get(self.case_key)
             if isinstance(value, str) and value:
                 return value
-        for key in (self.label_key, self.pred_key):
-            meta = getattr(item.get(key), "meta", None) or {}
-            for meta_key in (self.case_key, "filename_or_obj"):
-                value = meta.get(meta_key)
-                if isinstance(value, (list, tuple)) and value:
-                    value = value[0]
-                if isinstance(value, (str, os.PathLike)) and str(value):
-                    return str(value) if meta_key == self.case_key else case_name(value)
-        return f"case_{index:04d}"
+        keys = (self.label_key, self.pred_key)
+        return entry_case_name(item, index, key=self.case_key, image_keys=keys, tails=OUTPUT_TAILS)
 
     def __call__(self, engine) -> None:
         """Collect the cases of the current iteration."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strokeseg.data.layouts import LAYOUT_NAMES
 from strokeseg.errors import BundleError
 
 __all__ = [
@@ -139,8 +140,6 @@ def describe_bundle(bundle: str | Path) -> BundleDescription:
     Raises:
         BundleError: the file or the object is missing or malformed; the message says which field.
     """
-    from strokeseg.data.layouts import LAYOUT_NAMES
-
     root = Path(bundle).expanduser().resolve()
     meta = root / "configs" / "metadata.json"
     try:

@@ -36,12 +36,15 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from strokeseg.data.datalist import build_datalist, cases_for, select_split
+from strokeseg.data.layouts import get_layout
 from strokeseg.errors import BundleError, DataError
-from strokeseg.naming import nifti_stem
+from strokeseg.naming import case_name, nifti_stem
+from strokeseg.runtime.description import describe_bundle
+from strokeseg.runtime.errors import close_progress_bars, input_problem
 
 __all__ = [
     "inference_cases",
-    "case_name_from_file",
     "is_nifti",
     "check_output_dir",
     "remove_stale_partials",
@@ -60,11 +63,6 @@ logger = logging.getLogger(__name__)
 def is_nifti(path: Path) -> bool:
     """True for ``*.nii`` / ``*.nii.gz`` file names (any case)."""
     return nifti_stem(path.name) is not None
-
-
-def case_name_from_file(path: Path) -> str:
-    """Case name of a stand-alone NIfTI file: its name without the NIfTI extension."""
-    return nifti_stem(path.name) or path.stem
 
 
 def inference_cases(
@@ -93,18 +91,16 @@ def inference_cases(
     Raises:
         DataError: ``source`` does not exist or holds no case.
     """
-    from strokeseg.data.datalist import build_datalist, cases_for, select_split
-
     path = Path(source)
     if not path.exists():
         raise DataError(f"inference input {path} does not exist")
     if path.is_file() and is_nifti(path):
-        return [{"image": [str(path.resolve())], "case": case_name_from_file(path)}]
+        return [{"image": [str(path.resolve())], "case": case_name(path)}]
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
         subdirs = [p for p in path.iterdir() if p.is_dir()]
         if files and not subdirs:
-            return [{"image": [str(p.resolve())], "case": case_name_from_file(p)} for p in files]
+            return [{"image": [str(p.resolve())], "case": case_name(p)} for p in files]
     if skip_bad_cases and path.is_dir():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the skipped cases are reported at the end of the run
@@ -169,8 +165,6 @@ def _check_single_files(source: Path, layout: str, modalities: Sequence[str] | N
     Raises:
         DataError: ``source`` is a NIfTI file or a folder of them and the bundle reads several modalities.
     """
-    from strokeseg.data.layouts import get_layout
-
     wanted = list(modalities) if modalities is not None else list(get_layout(layout).modalities)
     if len(wanted) == 1:
         return
@@ -206,8 +200,6 @@ class SkipBadCases:
         self.bad = bad
 
     def __iter__(self) -> Iterator:
-        from strokeseg.runtime.errors import input_problem
-
         iterator = iter(self.loader)
         index = -1
         while True:
@@ -260,8 +252,6 @@ class InferenceCases:
         skip_bad_cases: bool = False,
         overwrite: bool = False,
     ) -> None:
-        from strokeseg.runtime.description import describe_bundle
-
         self.output_dir = check_output_dir(output_dir)
         self.outputs = describe_bundle(bundle_root).inference_outputs
         self.skip_bad_cases = bool(skip_bad_cases)
@@ -309,8 +299,6 @@ class InferenceCases:
         """
         if not self.bad:
             return
-        from strokeseg.runtime.errors import close_progress_bars
-
         close_progress_bars()
         for case, problem in self.bad:
             shown = problem[len(case) + 2 :] if problem.startswith(f"{case}: ") else problem  # discovery names it

@@ -1,21 +1,24 @@
 """The ``strokeseg`` command (python-fire): synth, datalist, infer, train, demo, evaluate, verify, bench,
 profile.
 
-Each verb is a thin function that imports its implementation lazily, so ``strokeseg --help`` stays
-fast and one verb's heavy dependencies are not loaded by another.
+Each verb is a thin function. A verb whose implementation is slow to import (MONAI, the phantom generator)
+imports it inside the function, with the measured cost beside the import, so ``strokeseg --help`` stays fast and
+one verb's heavy dependencies are not loaded by another.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import fire
 
-from strokeseg.errors import StrokesegError
+from strokeseg.errors import BundleError, StrokesegError
 from strokeseg.runtime.hardware import enable_huge_pages
 from strokeseg.runtime.knobs import KnobError, as_bool, as_int
+from strokeseg.tools.frontdoor import infer_command, resolve_bundle, run_streaming, train_commands
 
 __all__ = ["main", "synth", "datalist", "infer", "train", "demo", "evaluate", "verify", "bench", "profile", "as_bool"]
 
@@ -42,7 +45,7 @@ def synth(
         overwrite: allow writing into a non-empty folder.
         preview: also write a PNG montage per case (``<out>/preview/``).
     """
-    from strokeseg.data.phantoms import synthesize_dataset
+    from strokeseg.data.phantoms import synthesize_dataset  # lazy: 0.8 s at start-up (scipy, nibabel)
 
     result = synthesize_dataset(
         layout,
@@ -75,7 +78,7 @@ def datalist(
         seed: seed of the fold assignment.
         allow_incomplete: skip incomplete cases with a warning instead of failing.
     """
-    from strokeseg.data.datalist import build_datalist, write_datalist
+    from strokeseg.data.datalist import build_datalist, write_datalist  # lazy: 6.8 s at start-up (MONAI)
 
     incomplete = as_bool(allow_incomplete, "allow_incomplete")
     data = build_datalist(layout, root, folds=folds, seed=seed, allow_incomplete=incomplete)
@@ -91,7 +94,7 @@ def demo(out: str = "demo_out", bundles: str | list[str] | None = None, quick: b
         bundles: comma-separated bundle names to run (default: every bundle in ``bundles/``).
         quick: use each bundle's ``configs/quick.json`` budget.
     """
-    from strokeseg.tools.demo import run_demo
+    from strokeseg.tools.demo import run_demo  # lazy: 6.3 s at start-up (MONAI)
 
     return str(run_demo(out, bundles=bundles, quick=as_bool(quick, "quick")))
 
@@ -121,7 +124,7 @@ def evaluate(
         figures: write PNG figures.
         allow_missing: evaluate the cases present on both sides and warn about the others (default: error).
     """
-    from strokeseg.metrics.report import evaluate_folders
+    from strokeseg.metrics.report import evaluate_folders  # lazy: 6.3 s at start-up (MONAI)
 
     return str(
         evaluate_folders(
@@ -147,8 +150,7 @@ def verify(bundle: str, workdir: str | None = None, train: bool = True, small_ex
         train: include the one-epoch train / evaluate / infer smoke run (check 6).
         small_export: export the networks at the sizes of the bundle's ``smoke_overrides`` (faster).
     """
-    from strokeseg.errors import BundleError
-    from strokeseg.tools.verify import verify_bundle
+    from strokeseg.tools.verify import verify_bundle  # lazy: 6.5 s at start-up (MONAI)
 
     report = verify_bundle(
         bundle, workdir=workdir, train=as_bool(train, "train"), small_export=as_bool(small_export, "small_export")
@@ -183,8 +185,7 @@ def bench(
         overrides: config ids for every measured bundle's inference and training runs, e.g.
             ``--train_precision bf16`` (the bundles that lack an id ignore it).
     """
-    from strokeseg.errors import BundleError
-    from strokeseg.tools.bench import run_bench
+    from strokeseg.tools.bench import run_bench  # lazy: 5.5 s at start-up (MONAI)
 
     options: dict = {"quick_config": True} if as_bool(quick_config, "quick_config") else {}
     if repeats is not None:
@@ -218,8 +219,6 @@ def infer(bundle: str, input: str, out: str = "predictions", quick: bool = False
         out: output folder.
         quick: apply the bundle's ``configs/quick.json`` (a model trained with ``--quick``).
     """
-    from strokeseg.tools.frontdoor import infer_command, run_streaming
-
     command = infer_command(bundle, input, out, quick=as_bool(quick, "quick"), overrides=overrides)
     code = run_streaming(command)
     if code != 0:
@@ -248,8 +247,6 @@ def train(
         ckpt_dir: checkpoint folder.
         output_dir: logs and TensorBoard folder.
     """
-    from strokeseg.tools.frontdoor import run_streaming, train_commands
-
     commands = train_commands(
         bundle, data, quick=as_bool(quick, "quick"), ckpt_dir=ckpt_dir, output_dir=output_dir, overrides=overrides
     )
@@ -271,10 +268,7 @@ def profile(bundle: str, out: str = "profile.md", workdir: str | None = None, to
         top: rows per listing.
         overrides: config ids, e.g. ``--inference_precision bf16``.
     """
-    import tempfile
-
-    from strokeseg.tools.bench.profile import format_profile, profile_inference
-    from strokeseg.tools.frontdoor import resolve_bundle
+    from strokeseg.tools.bench.profile import format_profile, profile_inference  # lazy: 6.6 s at start-up (MONAI)
 
     folder = resolve_bundle(bundle).root
     target = Path(out)

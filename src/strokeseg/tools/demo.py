@@ -16,9 +16,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strokeseg.data.datalist import build_datalist, write_datalist
 from strokeseg.data.layouts import LAYOUT_NAMES
+from strokeseg.data.phantoms import synthesize_dataset
 from strokeseg.errors import StrokesegError
+from strokeseg.metrics.report import evaluate_folders
 from strokeseg.runtime.description import bundle_folders, default_bundles_dir, describe_bundle
+from strokeseg.runtime.inputs import inference_cases
 from strokeseg.runtime.knobs import as_bool
 from strokeseg.tools.runner import config_arg, run_monai_bundle
 from strokeseg.tools.verify.smoke import copy_bundle
@@ -61,8 +65,6 @@ def _monai(verb: str, args: list[str], log: Path, cwd: Path, timeout: float | No
 
 def _test_images(data_dir: Path, layout: str) -> dict[str, str]:
     """``{case: first image file}`` of a layout's test cases: the grey background of the overlay figures."""
-    from strokeseg.runtime.inputs import inference_cases
-
     images: dict[str, str] = {}
     try:
         entries = inference_cases(data_dir, layout, "test")
@@ -79,8 +81,6 @@ def _test_images(data_dir: Path, layout: str) -> dict[str, str]:
 
 def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> BundleRun:
     """Quick training of every stage, inference, evaluation and export of every network of one bundle copy."""
-    from strokeseg.metrics.report import evaluate_folders
-
     description = describe_bundle(bundle_src)
     name = description.name
     bundle = out / "bundles" / name
@@ -214,9 +214,6 @@ def run_demo(
     Returns:
         Path of the README written.
     """
-    from strokeseg.data.datalist import build_datalist, write_datalist
-    from strokeseg.data.phantoms import synthesize_dataset
-
     start = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

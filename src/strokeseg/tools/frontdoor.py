@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from strokeseg.errors import BundleError, DataError
-from strokeseg.runtime.description import BundleDescription, default_bundles_dir, describe_bundle
+from strokeseg.runtime.description import BundleDescription, bundle_folders, default_bundles_dir, describe_bundle
 from strokeseg.tools.runner import child_env, config_arg, monai_bundle_command, override_args
 
 __all__ = ["resolve_bundle", "infer_command", "train_commands", "run_streaming"]
@@ -32,8 +32,6 @@ def resolve_bundle(bundle: str | Path) -> BundleDescription:
         if (named / "configs" / "metadata.json").is_file():
             path = named
         else:
-            from strokeseg.runtime.description import bundle_folders
-
             names = ", ".join(p.name for p in bundle_folders()) or "none"
             raise BundleError(f"{bundle}: not a bundle folder or bundle name (available: {names})")
     return describe_bundle(path)

@@ -23,11 +23,12 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from strokeseg.errors import DataError
+from strokeseg.transforms.foreground import brain_mask
+from strokeseg.transforms.intensity import masked_zscore
 from strokeseg.transforms.validation import source_name
 
 __all__ = [
     "SLICE_SIZE",
-    "brain_mask",
     "BrainMaskNormalizeIntensity",
     "BrainMaskNormalizeIntensityd",
     "BrainMaskNormalizeIntensityD",
@@ -36,12 +37,6 @@ __all__ = [
 
 #: in-plane size of the network input, seed 002 §3.1 ("all CT sequences are resized to 160 × 160")
 SLICE_SIZE: tuple[int, int] = (160, 160)
-
-
-def brain_mask(img: NdarrayOrTensor) -> torch.Tensor:
-    """Bool ``(1, H, W[, D])`` mask of the voxels where at least one channel of ``(C, H, W[, D])`` is non-zero."""
-    x = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)
-    return x.ne(0).any(dim=0, keepdim=True)
 
 
 def _channel_source(img: NdarrayOrTensor, channel: int, files: Sequence[str] | None) -> str:
@@ -55,8 +50,9 @@ def _channel_source(img: NdarrayOrTensor, channel: int, files: Sequence[str] | N
 class BrainMaskNormalizeIntensity(Transform):
     """Z-score each channel of a ``(C, H, W[, D])`` map stack over one brain mask shared by all channels.
 
-    The mask is :func:`brain_mask` (any channel non-zero), computed on the whole case (all slices together).
-    Each channel gets ``(x - mean) / std`` over the mask, in float64 statistics (population std); voxels outside
+    The mask is :func:`strokeseg.transforms.foreground.brain_mask` (any channel non-zero), computed on the whole
+    case (all slices together). Each channel gets ``(x - mean) / std`` over the mask
+    (:func:`strokeseg.transforms.intensity.masked_zscore`: float64 statistics, population std); voxels outside
     the mask are set to 0. A channel without spread inside the brain (``std == 0``) is only centred.
 
     Args:
@@ -99,13 +95,7 @@ class BrainMaskNormalizeIntensity(Transform):
                     f"{_channel_source(img, c, files)}: the image is empty (every voxel is 0): perfusion map {c} "
                     f"of {x.shape[0]} holds no brain; cannot normalise it."
                 )
-        mask = brain_mask(x)[0]
-        out = torch.zeros_like(x)
-        for c in range(x.shape[0]):
-            values = x[c][mask]
-            mean = values.mean()
-            std = values.std(unbiased=False)
-            out[c][mask] = (values - mean) / std if float(std) > 0 else values - mean
+        out = masked_zscore(x, brain_mask(x), name=source_name(img), region="brain")
         return convert_to_dst_type(out, img, dtype=self.dtype)[0]
 
 

@@ -23,11 +23,11 @@ from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
 
 from strokeseg.errors import DataError
+from strokeseg.transforms.foreground import brain_mask
 from strokeseg.transforms.validation import source_name
 
 __all__ = [
     "URESNET_PATCH_SIZE",
-    "brain_mask",
     "grid_centres",
     "extract_patch",
     "RandBalancedPatches3D",
@@ -38,19 +38,6 @@ __all__ = [
 
 URESNET_PATCH_SIZE = (24, 24, 16)  # seed 003 §3.3
 AUGMENTATIONS = ("none", "flip", "rot90", "rot180", "rot270")  # seed 003 §3.3: sagittal reflection, axial rotations
-
-
-def brain_mask(image: torch.Tensor) -> torch.Tensor:
-    """Voxels where any channel differs from its minimum (the background of raw or z-scored volumes).
-
-    Args:
-        image: ``(C, X, Y, Z)``.
-
-    Returns:
-        ``(X, Y, Z)`` bool tensor.
-    """
-    flat = image.reshape(image.shape[0], -1)
-    return (flat > flat.amin(dim=1, keepdim=True)).any(dim=0).reshape(image.shape[1:])
 
 
 def grid_centres(mask: torch.Tensor, step: Sequence[int]) -> torch.Tensor:
@@ -160,7 +147,7 @@ class RandBalancedPatches3D(Randomizable, Transform, MultiSampleTrait):
                 f"{name}: image {tuple(image.shape)} and label {tuple(seg.shape)} must be (C, X, Y, Z) alike"
             )
         lesion = seg[0] > 0
-        brain = brain_mask(image)
+        brain = brain_mask(image, background="minimum")  # the volumes are z-scored as a whole
         healthy = brain & ~lesion
         if not bool(healthy.any()):
             raise DataError(f"{name}: no healthy brain voxel to sample patches from")

@@ -3,8 +3,8 @@
 Pengbo Liu, BrainLes 2018 (seed 004, §2.1): the network input is CT_MTT, CT_Tmax, CT_CBV, CT_CBF and
 "PWI_max", the maximum of the 4-D CT perfusion series (CT_4DPWI) over time, each normalised. MONAI has no
 reduction over a NIfTI's time axis that copes with how perfusion series are stored (time as the 4th axis, a
-5-D file with time as the 5th after a singleton 4th, or a series of length 1), nor a z-score restricted to
-a mask given by another image, hence these transforms.
+5-D file with time as the 5th after a singleton 4th, or a series of length 1), hence the perfusion maximum; the
+z-score restricted to a mask given by another image is :func:`strokeseg.transforms.intensity.masked_zscore`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from monai.transforms import LoadImage, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple
 
 from strokeseg.errors import DataError
-from strokeseg.transforms.ctp import brain_mask
+from strokeseg.transforms.foreground import brain_mask
+from strokeseg.transforms.intensity import masked_zscore
 from strokeseg.transforms.validation import source_name
 
 __all__ = [
@@ -183,30 +184,15 @@ class BrainZScore(Transform):
     brain mask of every channel (seed 004 §2.1 says only "normalize"; the brain restriction is our assumption).
     Unlike :class:`strokeseg.transforms.ctp.BrainMaskNormalizeIntensity`, which takes the mask from the image it
     normalises, the mask here comes from elsewhere (the maps), so that PWI_max and the real DWI, which are
-    non-zero on the skull and in the air, are normalised over the same brain voxels. Statistics in float64,
-    population std; a channel without spread is only centred.
-
-    Args:
-        eps: added to the standard deviation.
+    non-zero on the skull and in the air, are normalised over the same brain voxels. The z-score is
+    :func:`strokeseg.transforms.intensity.masked_zscore` (float64 statistics, population std; a channel without
+    spread is only centred, an empty mask gives zeros).
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, eps: float = 1e-6) -> None:
-        self.eps = float(eps)
-
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        data = convert_to_tensor(img, track_meta=False).to(torch.float64)
-        brain = convert_to_tensor(mask, track_meta=False).reshape(data.shape[1:]).ne(0)
-        out = torch.zeros_like(data)
-        if bool(brain.any()):
-            for c in range(data.shape[0]):
-                values = data[c][brain]
-                std = values.std(unbiased=False)
-                out[c][brain] = (
-                    (values - values.mean()) / (std + self.eps) if float(std) > 0 else values - values.mean()
-                )
-        out = out.float()
+        out = masked_zscore(img, mask, name=source_name(img), region="brain").float()
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=dict(img.meta), applied_operations=img.applied_operations)
         return out
@@ -232,19 +218,18 @@ class BrainZScored(MapTransform):
         keys: KeysCollection,
         mask_source_key: str = "image",
         mask_channels: Sequence[int] | None = None,
-        eps: float = 1e-6,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_source_key = mask_source_key
         self.mask_channels = None if mask_channels is None else [int(c) for c in mask_channels]
-        self.normalise = BrainZScore(eps)
+        self.normalise = BrainZScore()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         source = d[self.mask_source_key]
         channels = source if self.mask_channels is None else source[self.mask_channels]
-        mask = brain_mask(channels)[0]
+        mask = brain_mask(channels)
         if not bool(mask.any()):
             raise DataError(f"{source_name(source)}: no brain voxel (every perfusion-map voxel is 0)")
         for key in self.key_iterator(d):

@@ -24,6 +24,7 @@ from monai.transforms.traits import MultiSampleTrait
 from monai.utils import convert_to_tensor, ensure_tuple_rep
 
 from strokeseg.errors import DataError
+from strokeseg.transforms.foreground import brain_mask
 from strokeseg.transforms.validation import source_name
 
 __all__ = [
@@ -146,7 +147,8 @@ class RandLesionPatch2D(Randomizable, Transform, MultiSampleTrait):
 
         Args:
             label: ``(C_l, H, W, D)`` reference; voxels > 0 in any channel are lesion. ``None`` = no lesion.
-            image: ``(C, H, W, D)`` image giving the brain mask (any channel != 0) for background patches.
+            image: ``(C, H, W, D)`` image giving the brain mask for background patches
+                (:func:`strokeseg.transforms.foreground.brain_mask`: any channel non-zero).
         """
         if label is None and image is None:
             raise ValueError("RandLesionPatch2D.randomize needs a label or an image to know the volume's shape.")
@@ -158,7 +160,7 @@ class RandLesionPatch2D(Randomizable, Transform, MultiSampleTrait):
                 f"{source_name(reference)}: lesion patches need (C, H, W, D) image and label of one spatial shape; "
                 f"got {shapes}."
             )
-        lesion_flat = _flat_nonzero(label, positive=True) if label is not None else np.zeros(0, dtype=np.int64)
+        lesion_flat = _flat_lesion(label) if label is not None else np.zeros(0, dtype=np.int64)
 
         n = self.num_samples
         is_background = self.R.random_sample(n) < self.background_ratio
@@ -170,7 +172,8 @@ class RandLesionPatch2D(Randomizable, Transform, MultiSampleTrait):
             centres[~is_background] = lesion_flat[self.R.randint(lesion_flat.size, size=n_lesion)]
         n_background = n - n_lesion
         if n_background:
-            brain_flat = _flat_nonzero(image) if image is not None else np.zeros(0, dtype=np.int64)
+            brain = brain_mask(image) if image is not None else torch.zeros(0, dtype=torch.bool)
+            brain_flat = np.flatnonzero(brain.cpu().numpy())
             if brain_flat.size:
                 centres[is_background] = brain_flat[self.R.randint(brain_flat.size, size=n_background)]
             else:
@@ -365,10 +368,10 @@ class RandLesionPatch2Dd(Randomizable, MapTransform, MultiSampleTrait):
         return samples
 
 
-def _flat_nonzero(volume: NdarrayOrTensor, positive: bool = False) -> np.ndarray:
-    """Flat spatial indices of the voxels of ``(C, *spatial)`` that are non-zero (``positive``: > 0) in any channel."""
-    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    return np.flatnonzero((array > 0 if positive else array != 0).any(axis=0))
+def _flat_lesion(label: NdarrayOrTensor) -> np.ndarray:
+    """Flat spatial indices of the voxels of ``(C_l, *spatial)`` that are > 0 in any channel."""
+    array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+    return np.flatnonzero((array > 0).any(axis=0))
 
 
 def lesion_areas(data: Sequence[Mapping[str, object]], label_key: str = "label") -> np.ndarray:

@@ -29,7 +29,14 @@ from strokeseg.data.phantoms.anatomy import (
 from strokeseg.data.phantoms.contrasts import draw_contrasts, render_anatomical
 from strokeseg.data.phantoms.difficulty import get_difficulty
 from strokeseg.data.phantoms.grids import Grid, draw_flair_grid, draw_image_grid, paste, slab_layout
-from strokeseg.data.phantoms.lesions import LESION_CHANNELS, LesionMaps, draw_confounders, draw_lesions, lesion_maps
+from strokeseg.data.phantoms.lesions import (
+    LESION_CHANNELS,
+    LesionMaps,
+    confounder_map,
+    draw_confounders,
+    draw_lesions,
+    lesion_maps,
+)
 from strokeseg.data.phantoms.perfusion import bolus_series, draw_timing, perfusion_maps
 from strokeseg.data.phantoms.template import load_template
 from strokeseg.errors import DataError
@@ -373,8 +380,6 @@ def synthesize_case(
                 compact["bias"] = np.take(bias, brain_index)
             image = render_anatomical(name, compact["tissue"], compact["maps"], contrasts)
             if name == "dwi":
-                from strokeseg.data.phantoms.lesions import confounder_map
-
                 image *= 1.0 + np.take(confounder_map(confounders, deformation, on), brain_index)
             image *= compact["bias"]
             image *= np.float32(gains[name])
@@ -384,8 +389,6 @@ def synthesize_case(
         image = render_anatomical(name, tissue_maps, lesion_fields, contrasts)
         if name == "dwi":
             if spots is None:
-                from strokeseg.data.phantoms.lesions import confounder_map
-
                 spots = confounder_map(confounders, deformation, on)
             image *= 1.0 + spots
         image *= field_bias * gains[name]

@@ -18,6 +18,7 @@ from strokeseg.atomic_io import atomic_path, write_bytes_atomic
 from strokeseg.data.layouts import get_layout, isles2022_paths, isles_legacy_name
 from strokeseg.data.phantoms.case import PhantomCase, Volume, plan_cases, synthesize_case
 from strokeseg.data.phantoms.difficulty import get_difficulty
+from strokeseg.data.phantoms.preview import write_preview
 from strokeseg.errors import DataError
 
 __all__ = ["REFERENCE_FOLDER", "MANIFEST", "synthesize_dataset", "write_case", "write_nifti", "case_paths"]
@@ -153,8 +154,6 @@ def synthesize_dataset(
             }
         )
         if preview:
-            from strokeseg.data.phantoms.preview import write_preview
-
             write_preview(case, out / "preview" / f"{plan.name}.png")
     write_bytes_atomic(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return out

@@ -1,4 +1,6 @@
-"""``strokeseg bench``: the performance measurements of performance.md (machine peak, phantoms, evaluation, bundles).
+"""``strokeseg bench``: the performance measurements (machine peak, phantoms, evaluation, bundles).
+
+The ratios and their targets are those of ``docs/performance.md``.
 
 Every bundle folder is measured by one generic harness (:mod:`strokeseg.tools.bench.bundle`) from its self-description;
 a bundle adds a hook (:mod:`strokeseg.tools.bench.hooks`) only for a measurement the harness cannot know.

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from strokeseg.data.layouts import LAYOUT_NAMES
+from strokeseg.tools.bench.evaluation import benchmark_evaluate
+from strokeseg.tools.bench.phantoms import benchmark_synth
 
 __all__ = ["bench_synth", "bench_evaluate", "SYNTH_TARGETS_S", "EVALUATE_TARGET_S", "QUICK_SYNTH_LAYOUTS"]
 
@@ -43,8 +45,6 @@ def bench_synth(quick: bool = False, layouts: Sequence[str] | None = None, seed:
     Raises:
         ValueError: an unknown layout.
     """
-    from strokeseg.tools.bench.phantoms import benchmark_synth
-
     chosen = tuple(layouts) if layouts is not None else (QUICK_SYNTH_LAYOUTS if quick else LAYOUT_NAMES)
     unknown = [name for name in chosen if name not in LAYOUT_NAMES]
     if unknown:
@@ -73,8 +73,6 @@ def bench_evaluate(quick: bool = False) -> dict:
     Returns:
         The raw record plus ``"target_s"``, ``"target_applies"`` and ``"met"``.
     """
-    from strokeseg.tools.bench.evaluation import benchmark_evaluate
-
     setting = EVALUATE_QUICK if quick else EVALUATE_FULL
     raw = benchmark_evaluate(num_cases=setting["num_cases"], shape=setting["shape"])
     applies = not quick

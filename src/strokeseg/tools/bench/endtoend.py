@@ -6,7 +6,7 @@ inference more per bundle. Here one child does both: it builds the bundle's ``in
 ``ConfigWorkflow`` that ``python -m monai.bundle run`` builds), runs it once untimed (warm-up: lazy imports,
 first-touch memory, the network's conversion to channels-last), then ``runs`` timed times, each of which must
 write the case's outputs anew. Its peak resident memory over all of it is P5. Where the spec names a ``record``
-folder, the first run also records the network's calls there (:class:`strokeseg.tools.bench.bundle.CallRecorder`,
+folder, the first run also records the network's calls there (:class:`strokeseg.tools.bench.calls.CallRecorder`,
 one call's copy in memory at a time) with the shapes the inferer got and gave (``summary.json``): the bench
 replays and counts those calls, and needs no inference of its own for them.
 
@@ -20,6 +20,7 @@ and writes ``RESULT``;
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import shutil
 import sys
@@ -29,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from strokeseg.errors import BundleError
+from strokeseg.tools.bench.calls import RECORD_SUMMARY, CallRecorder, tensors_in
+from strokeseg.tools.bench.memory import child_peak_rss
+from strokeseg.tools.bench.workspace import inference_workflow
 
-__all__ = ["end_to_end_child", "run_spec", "RECORD_SUMMARY"]
-
-#: what the first run's inferer got and gave, beside the recorded calls
-RECORD_SUMMARY = "summary.json"
+__all__ = ["end_to_end_child", "run_spec"]
 
 
 class _InfererShapes:
@@ -46,11 +47,9 @@ class _InfererShapes:
         self.inner, self.inputs, self.outputs = inner, [], []
 
     def __call__(self, inputs, *args, **kwargs):
-        from strokeseg.tools.bench.bundle import _tensors
-
         output = self.inner(inputs, *args, **kwargs)
         self.inputs.append(list(inputs.shape))
-        found = _tensors(output)
+        found = tensors_in(output)
         self.outputs.append(list(found[0].shape) if found else None)
         return output
 
@@ -67,8 +66,6 @@ def _recorded_run(workflow, folder: Path, run_once: Callable[[], float], label: 
     Raises:
         BundleError: the inferer never called the network or returned no tensor.
     """
-    from strokeseg.tools.bench.bundle import CallRecorder
-
     evaluator = workflow.parser.get_parsed_content("evaluator")
     shapes = _InfererShapes(evaluator.inferer)
     evaluator.inferer = shapes
@@ -109,8 +106,6 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         BundleError: a run did not write every expected output file.
     """
-    from strokeseg.tools.bench.bundle import inference_workflow
-
     out_dir = Path(spec["out_dir"])
     expected = [Path(p) for p in spec["expected"]]
     workflow = inference_workflow(Path(spec["bundle"]), Path(spec["data_root"]), out_dir, spec["overrides"])
@@ -187,7 +182,7 @@ def end_to_end_child(
         label: what runs, for messages (bundle and variant).
         before_each_run: see above.
         timeout_s: seconds before the child is killed.
-        record: a folder for the first run's network calls (:func:`strokeseg.tools.bench.bundle.load_calls` reads
+        record: a folder for the first run's network calls (:func:`strokeseg.tools.bench.calls.load_calls` reads
             them; ``summary.json`` beside them), before ``before_each_run(0)``.
 
     Returns:
@@ -199,8 +194,6 @@ def end_to_end_child(
     Raises:
         BundleError: the child failed (with the last lines of its log) or wrote no result.
     """
-    from strokeseg.tools.bench.memory import child_peak_rss
-
     log_file.parent.mkdir(parents=True, exist_ok=True)
     spec_file, result_file = log_file.with_suffix(".spec.json"), log_file.with_suffix(".json")
     result_file.unlink(missing_ok=True)
@@ -240,8 +233,6 @@ def end_to_end_child(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m strokeseg.tools.bench.endtoend SPEC RESULT``: run the spec, write the result (JSON)."""
-    import logging
-
     spec_file, result_file = (sys.argv[1:] if argv is None else list(argv))[:2]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = run_spec(json.loads(Path(spec_file).read_text()))

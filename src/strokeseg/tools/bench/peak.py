@@ -1,6 +1,6 @@
 """The machine's convolution peak: GFLOP/s of one large 2-D or 3-D convolution, measured in the same run.
 
-This is the denominator of P1 (performance.md): a network cannot run faster than the best large convolution
+This is the denominator of P1 (``docs/performance.md``): a network cannot run faster than the best large convolution
 of the same library on the same cores. FLOPs come from ``torch.utils.flop_counter`` (2 per multiply-add),
 exactly as the networks' FLOPs do, so the ratio compares like with like.
 """

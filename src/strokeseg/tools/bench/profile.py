@@ -1,10 +1,11 @@
-"""Where end-to-end inference spends its time (issue 11, P2): ``cProfile`` of one ``inference.json`` run.
+"""Where end-to-end inference spends its time (what fills P2): ``cProfile`` of one ``inference.json`` run.
 
 The bench's P2 is end to end ÷ bare forward; this module says what fills the difference. It runs the bundle's
-own ``ConfigWorkflow(inference.json)`` on one synthetic case of its layout (as :mod:`strokeseg.tools.bench.bundle`
-does), once untimed (imports, first-call costs) and once under ``cProfile``, and groups the profile into
-stages by the cumulative time of the functions that make them: the networks' top-level forward, nibabel's
-NIfTI open / read / write, and each transform class's ``__call__`` (MONAI's and ours). Transforms nest (a
+own ``ConfigWorkflow(inference.json)`` on one synthetic case of its layout (the bench's workspace,
+:mod:`strokeseg.tools.bench.workspace`), once untimed (imports, first-call costs) and once under ``cProfile``,
+and groups the profile into stages by the cumulative time of the functions that make them: the networks'
+top-level forward, nibabel's NIfTI open / read / write, and each transform class's ``__call__`` (MONAI's and
+ours). Transforms nest (a
 ``Compose`` holds transforms, ``Invertd`` re-runs inverses, a reader runs inside ``LoadImaged``), so the rows
 do not add up to the total.
 """
@@ -12,11 +13,16 @@ do not add up to the total.
 from __future__ import annotations
 
 import cProfile
+import inspect
+import io
 import pstats
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from strokeseg.runtime.description import describe_bundle
+from strokeseg.tools.bench.workspace import bench_copy, inference_workflow
 
 __all__ = ["profile_inference", "stage_times", "format_profile"]
 
@@ -94,12 +100,6 @@ def profile_inference(
         ``stages`` (:func:`stage_times`), ``transforms`` (the slowest transform ``__call__`` methods) and
         ``listing`` (pstats text: the ``top`` functions by cumulative time, then by own time).
     """
-    import inspect
-    import io
-
-    from strokeseg.runtime.description import describe_bundle
-    from strokeseg.tools.bench.bundle import bench_copy, inference_workflow
-
     description = describe_bundle(bundle_dir)
     work = Path(work_dir)
     data_root, bundle, _ = bench_copy(bundle_dir, work, description.layout, description.name, seed, None, overrides)

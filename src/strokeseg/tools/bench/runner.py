@@ -15,7 +15,16 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
+from strokeseg.atomic_io import write_text_atomic
 from strokeseg.errors import BundleError
+from strokeseg.runtime.description import bundle_folders, default_bundles_dir
+from strokeseg.runtime.hardware import usable_cores
+from strokeseg.tools.bench.bundle import bench_bundle
+from strokeseg.tools.bench.components import bench_evaluate, bench_synth
+from strokeseg.tools.bench.machine import load_average, machine_info
+from strokeseg.tools.bench.peak import conv_peak
+from strokeseg.tools.bench.report import render_markdown
+from strokeseg.tools.bench.targets import collect_ratios
 
 __all__ = ["run_bench", "available_sections", "resolve_sections", "SHARED_SECTIONS"]
 
@@ -23,18 +32,6 @@ logger = logging.getLogger(__name__)
 
 SHARED_SECTIONS = ("synth", "evaluate")
 SCHEMA = "strokeseg-bench/1"
-
-
-def _bundle_folders(bundles_dir: Path) -> list[str]:
-    from strokeseg.runtime.description import bundle_folders
-
-    return [p.name for p in bundle_folders(bundles_dir)]
-
-
-def _default_bundles_dir() -> Path:
-    from strokeseg.runtime.description import default_bundles_dir
-
-    return default_bundles_dir()
 
 
 def available_sections(bundles_dir: str | Path | None = None) -> list[str]:
@@ -45,8 +42,8 @@ def available_sections(bundles_dir: str | Path | None = None) -> list[str]:
     Args:
         bundles_dir: the checkout's ``bundles/`` (default :func:`strokeseg.runtime.description.default_bundles_dir`).
     """
-    folder = Path(bundles_dir) if bundles_dir is not None else _default_bundles_dir()
-    return [*SHARED_SECTIONS, *_bundle_folders(folder)]
+    folder = Path(bundles_dir) if bundles_dir is not None else default_bundles_dir()
+    return [*SHARED_SECTIONS, *(p.name for p in bundle_folders(folder))]
 
 
 def resolve_sections(bundles: str | Sequence[str] | None, bundles_dir: str | Path | None = None) -> list[str]:
@@ -74,8 +71,6 @@ def resolve_sections(bundles: str | Sequence[str] | None, bundles_dir: str | Pat
 
 def _measure_peak(quick: bool, machine: dict[str, Any]) -> dict[str, Any]:
     """fp32 2-D and 3-D conv peaks; bf16 (2-D and 3-D) only where the CPU has native bf16, else ``None``."""
-    from strokeseg.tools.bench.peak import conv_peak
-
     repeats = 1 if quick else 3
     peak: dict[str, Any] = {
         "conv2d_fp32": conv_peak(2, torch.float32, quick=quick, repeats=repeats),
@@ -109,7 +104,7 @@ def run_bench(
     bundles_dir: str | Path | None = None,
     bundle_options: dict[str, Any] | None = None,
 ) -> Path:
-    """Measure the performance ratios of performance.md and write ``bench.json`` and ``bench.md`` next to it.
+    """Measure the performance ratios of ``docs/performance.md`` and write ``bench.json`` and ``bench.md`` next to it.
 
     One process, torch threads = usable cores, fixed seeds. Always: the machine record and the fp32 conv peak
     (2-D, plus 3-D unless only 2-D work is measured; bf16 only where the CPU has native bf16). Then per section:
@@ -132,14 +127,7 @@ def run_bench(
         BundleError: an unknown section name (before anything runs), or a section failed (after both files are
             written, with the error recorded in them; the other sections still ran).
     """
-    from strokeseg.atomic_io import write_text_atomic
-    from strokeseg.runtime.hardware import usable_cores
-    from strokeseg.tools.bench.bundle import bench_bundle
-    from strokeseg.tools.bench.components import bench_evaluate, bench_synth
-    from strokeseg.tools.bench.machine import load_average, machine_info
-    from strokeseg.tools.bench.report import collect_ratios, render_markdown
-
-    bundles_dir = Path(bundles_dir) if bundles_dir is not None else _default_bundles_dir()
+    bundles_dir = Path(bundles_dir) if bundles_dir is not None else default_bundles_dir()
     options = dict(bundle_options or {})
     names = resolve_sections(bundles, bundles_dir)
     out = Path(out)

@@ -1,4 +1,7 @@
-"""Repeated wall-clock timing with a median: the one timing rule of every benchmark section."""
+"""Repeated wall-clock timing with a median: the one timing rule of every benchmark section.
+
+:class:`NetworkTimer` adds the seconds a network spends inside its own forward during a larger run.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["time_call", "time_repeats", "median"]
+import torch
+
+__all__ = ["time_call", "time_repeats", "median", "NetworkTimer"]
 
 
 def time_call(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -44,3 +49,33 @@ def median(values: list[float], digits: int = 4) -> float:
     if not values:
         raise ValueError("median of no measurements")
     return round(float(statistics.median(values)), digits)
+
+
+class NetworkTimer:
+    """Context manager adding up the seconds spent inside ``module``'s forward (pre- and post-hooks).
+
+    Args:
+        module: the network to watch.
+
+    Attributes:
+        seconds: wall seconds inside the forward, over every call while the context is open.
+        calls: how many forward calls that was.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module, self.seconds, self.calls, self._start = module, 0.0, 0, 0.0
+
+    def __enter__(self) -> NetworkTimer:
+        def pre(*_):
+            self._start = time.perf_counter()
+
+        def post(*_):
+            self.seconds += time.perf_counter() - self._start
+            self.calls += 1
+
+        self._handles = [self.module.register_forward_pre_hook(pre), self.module.register_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()

@@ -11,8 +11,10 @@ import shutil
 import time
 from pathlib import Path
 
+from strokeseg.data.phantoms import synthesize_dataset
 from strokeseg.errors import BundleError
 from strokeseg.runtime.description import BundleDescription, describe_bundle
+from strokeseg.runtime.inputs import inference_cases
 from strokeseg.tools.runner import BundleRun, config_arg, run_monai_bundle
 from strokeseg.tools.verify.common import (
     RUNTIME_FOLDERS,
@@ -28,8 +30,6 @@ from strokeseg.tools.verify.common import (
 
 def _synthesize_dataset(layout: str, out: Path) -> Path:
     """Write the smoke run's synthetic dataset in ``layout`` into ``out`` (the phantom generator)."""
-    from strokeseg.data.phantoms import synthesize_dataset
-
     synthesize_dataset(layout, out, cases=SMOKE_CASES, test_cases=SMOKE_TEST_CASES, seed=0)
     return out
 
@@ -90,8 +90,6 @@ def copy_bundle(bundle: Path, target: Path) -> Path:
 
 def test_case_names(description: BundleDescription, data_dir: Path) -> list[str]:
     """Names of the cases a default inference run over ``data_dir`` processes (split ``test``)."""
-    from strokeseg.runtime.inputs import inference_cases
-
     return [str(case["case"]) for case in inference_cases(data_dir, description.layout, "test")]
 
 

@@ -2,6 +2,8 @@
 
 A bundle names its hook in the ``bench_hook`` field of its description; the module defines
 ``bench_hook(context) -> dict`` (see :func:`strokeseg.tools.bench.bundle.run_hook` for the context and the merge).
+A hook whose measurement is large keeps it in modules of its own beside it (``uresnet_focal``: ``uresnet_p3`` and
+``faithful_patch_grid``); those define no ``bench_hook``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bench hook of ``stroke_mri_deepmedic``: dense inference of the reference 161 × 161 × 86 volume, and the anchors.
 
 The generic harness measures the bundle's own inference of one synthetic ISLES 2017 case (P1, P2, P4, P5). The
-original DeepMedic figures of performance.md are for a 3-channel volume of 161 × 161 × 86 voxels, so this hook
+original DeepMedic figures of ``docs/performance.md`` are for a 3-channel volume of 161 × 161 × 86 voxels, so this hook
 runs the bundle's dense inferer (``inferer`` of ``inference.json``: tiles of ``tile_size``, stride = output size)
 and network over a random volume of exactly that size, once per measured variant (fp32, channels-last, bf16
 where native), and reports the seconds beside the original's (indicative: measured on another machine; the model
@@ -17,10 +17,13 @@ from typing import Any
 
 import torch
 
+from strokeseg.tools.bench.variants import VARIANTS
+
 __all__ = ["bench_hook", "REFERENCE_SHAPE", "ORIGINAL_FORWARD_S", "ORIGINAL_TRAIN_SEGMENTS_PER_S", "volume_seconds"]
 
-# performance.md, "The original implementations": DeepMedic HEAD (TensorFlow 2.15 CPU), v0.6.1 architecture,
-# 3 channels, 161×161×86: inference 23.7 s (forward), 28.6 s whole process; training 18 segments/s (batch 10 of 25³).
+# The original DeepMedic timed on a 2-core machine (docs/performance.md, reference timings): DeepMedic HEAD
+# (TensorFlow 2.15 CPU), v0.6.1 architecture, 3 channels, 161×161×86: inference 23.7 s (forward), 28.6 s whole
+# process; training 18 segments/s (batch 10 of 25³).
 REFERENCE_SHAPE = (161, 161, 86)
 ORIGINAL_FORWARD_S = 23.7
 ORIGINAL_WHOLE_PROCESS_S = 28.6
@@ -51,8 +54,6 @@ def volume_seconds(
 
 def bench_hook(context: dict[str, Any]) -> dict[str, Any]:
     """The reference volume's dense-inference seconds per measured variant, and the original's figures."""
-    from strokeseg.tools.bench.bundle import VARIANTS
-
     record, parser, network = context["record"], context["parser"], context["network"]
     quick = bool(context.get("quick"))
     shape = QUICK_SHAPE if quick else REFERENCE_SHAPE

@@ -5,8 +5,8 @@ hook adds what only this method has:
 
 - the number of small EDD candidates that MUSCLE classifies in the benchmark case (from the EDD logits of the
   recorded fp32 calls), since the cascade's extra time grows with it;
-- seconds per ≈20-slice DWI scan, scaled from the end-to-end seconds per slice, against seed 000's 0.90 s per
-  scan on a Tesla K80 (indicative: other hardware).
+- seconds per ≈20-slice DWI scan, scaled from the end-to-end seconds per slice, against the paper's 0.90 s per
+  scan on a Tesla K80 (Chen, Bentley and Rueckert 2017; indicative: other hardware).
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from typing import Any
 
 import torch
 
+from strokeseg.engines.muscle import find_small_candidates
+
 __all__ = ["bench_hook", "PAPER_SECONDS_PER_SCAN", "PAPER_EDD_SECONDS_PER_SCAN", "PAPER_SLICES_PER_SCAN"]
 
-# seed 000, §5.5: 0.90 s per DWI scan on a Tesla K80 (0.63 s of it the EDD Net), scans of about 20 slices.
+# Chen, Bentley and Rueckert 2017, §5.5: 0.90 s per DWI scan on a Tesla K80 (0.63 s of it the EDD Net), scans of
+# about 20 slices.
 PAPER_SECONDS_PER_SCAN = 0.90
 PAPER_EDD_SECONDS_PER_SCAN = 0.63
 PAPER_SLICES_PER_SCAN = 20
@@ -34,8 +37,6 @@ def muscle_candidates(calls: list) -> int:
     Args:
         calls: the generic harness's recorded calls of the EDD Net, each with ``output`` ``(N, 2, H, W)``.
     """
-    from strokeseg.engines.muscle import find_small_candidates
-
     logits = torch.cat([c.output for c in calls])
     prob = torch.softmax(logits, dim=1)[:, 1].permute(1, 2, 0).contiguous()  # (H, W, N slices)
     return len(find_small_candidates(prob))
