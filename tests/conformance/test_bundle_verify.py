@@ -1,4 +1,4 @@
-"""Every bundle passes ``strokeseg verify`` (all checks of bundles.md) and logs what TensorBoard should show."""
+"""Every bundle passes ``strokeseg verify`` (all its checks) and logs what TensorBoard should show."""
 
 from __future__ import annotations
 

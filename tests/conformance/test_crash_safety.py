@@ -10,8 +10,8 @@ Per bundle (everything it needs comes from the bundle's self-description, nothin
 * **NaN loss**: a run whose weights turn NaN at the start of epoch 2 stops with a one-line error naming the
   loss and the epoch, non-zero exit, and the epoch-1 checkpoint stays on disk, finite and untouched.
   The NaN is injected generically by a config overlay (written by the test) that adds one handler to the
-  ``train#trainer``'s ``train_handlers`` (``"$@train#handlers + [...]"``, both ids every bundle has by
-  bundles.md): at ``EPOCH_STARTED`` of epoch 2 it fills every floating parameter of every ``nn.Module``
+  ``train#trainer``'s ``train_handlers`` (``"$@train#handlers + [...]"``, both ids every bundle has, see
+  ``docs/DEVELOPMENT.md``): at ``EPOCH_STARTED`` of epoch 2 it fills every floating parameter of every ``nn.Module``
   attribute of the trainer with NaN, as a diverged optimiser step would. No bundle-specific loss or
   learning rate is involved;
 * **untrusted files**: ``model.pt`` with a pickled Python object in it is refused by the bundle's inference

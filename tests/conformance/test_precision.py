@@ -1,4 +1,4 @@
-"""Every bundle has an ``inference_precision`` knob, ``auto`` by default, that follows the machine (issue 11).
+"""Every bundle has an ``inference_precision`` knob, ``auto`` by default, that follows the machine.
 
 - ``auto`` resolves to bf16 only where the hardware has native bf16: the detection
   (:func:`strokeseg.runtime.precision.native_bf16`) is mocked both ways and every config item that reads the knob is

@@ -1,4 +1,4 @@
-"""Natural left-right asymmetry of the phantoms (issue 12): asymmetric deformation and hemispheric gain."""
+"""Natural left-right asymmetry of the phantoms: asymmetric deformation and hemispheric gain."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_small_lesions_occur():
             sizes.extend(np.bincount(components.ravel())[1:].tolist())
         assert case.meta["lesions"], "every case has a visible lesion"
     sizes = np.array(sizes)
-    assert np.sum((sizes >= 5) & (sizes <= 60)) >= 3  # seed 000, §5.4: small objects are ≤ 60 pixels
+    assert np.sum((sizes >= 5) & (sizes <= 60)) >= 3  # Chen et al. 2017, §5.4: small objects are ≤ 60 pixels
     assert sizes.max() > 60
 
 

@@ -1,4 +1,4 @@
-"""Seed 001 post-processing plumbing: THT0 / THT1 / FH fitted on validation outputs, read back by inference."""
+"""Post-processing of Pérez Malla et al. 2019: THT0 / THT1 / FH fitted on validation outputs, read back by inference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 003's early-stopping criterion (L1 + error rate) and the (T_h, S_min) search handler."""
+"""The early-stopping criterion of Clèrigues et al. 2020 (L1 + error rate) and the (T_h, S_min) search handler."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The alternating D / (G + S) engine of seed 004: losses, which network each step updates, checkpoint + resume."""
+"""Alternating D / (G + S) engine of the CTP→DWI GAN (P. Liu 2018): losses, updated networks, checkpoint + resume."""
 
 from __future__ import annotations
 

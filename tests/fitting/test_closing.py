@@ -23,7 +23,7 @@ def test_fit_closing_iterations():
     assert fit_closing_iterations([pred], [ref], max_iterations=3) == 2
     probs = pred.astype(np.float32) * 0.9
     assert fit_closing_iterations([probs, ref], [ref, ref], threshold=0.5, max_iterations=3) == 2
-    # seed 001's per-case rule: best counts 2 and 0 ⇒ average 1
+    # the per-case rule of Pérez Malla et al. 2019: best counts 2 and 0 ⇒ average 1
     assert fit_closing_iterations([pred, ref], [ref, ref], max_iterations=3, strategy="per_case_average") == 1
     with pytest.raises(ValueError, match="strategy"):
         fit_closing_iterations([pred], [ref], strategy="median")

@@ -1,4 +1,4 @@
-"""Seed 003's (T_h, S_min) grid search and its combined score."""
+"""The (T_h, S_min) grid search of Clèrigues et al. 2020 and its combined score."""
 
 from __future__ import annotations
 

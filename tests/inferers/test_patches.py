@@ -1,4 +1,4 @@
-"""Paper-faithful patch inference of seed 003 against exact values and against the sliding-window mode."""
+"""Paper-faithful patch inference of Clèrigues et al. 2020 against exact values and against the sliding-window mode."""
 
 from __future__ import annotations
 

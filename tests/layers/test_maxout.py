@@ -1,4 +1,4 @@
-"""Maxout over channel groups (seed 004 §2.2): equals the formula, scripts, and trains every winning piece."""
+"""Maxout over channel groups (P. Liu 2018, §2.2): equals the formula, scripts, and trains every winning piece."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def test_stacked_outputs_weighted_sum():
     loss = DeepSupervisionCrossEntropy(weights=[1.0, 0.5])
     assert loss(stacked, LABELS).item() == pytest.approx(expected, rel=1e-6)
     assert loss(stacked, LABELS[:, 0]).item() == pytest.approx(expected, rel=1e-6)
-    # default: every output weighted 1 (seed 000, Eq. 3 with lambda = 1)
+    # default: every output weighted 1 (Chen et al. 2017, Eq. 3 with lambda = 1)
     assert DeepSupervisionCrossEntropy()(stacked, LABELS).item() == pytest.approx(CE_HAND + math.log(2.0), rel=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""CE − log(GDS) and the LSGAN losses of seed 004 §2.3, against hand-computed values."""
+"""CE − log(GDS) and the LSGAN losses of P. Liu 2018, §2.3, against hand-computed values."""
 
 from __future__ import annotations
 

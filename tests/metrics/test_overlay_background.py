@@ -1,4 +1,4 @@
-"""Overlay montages drawn on the image: grey anatomy under TP green / FP red / FN blue (issue 7, Deliver 8)."""
+"""Overlay montages drawn on the image: grey anatomy under TP green / FP red / FN blue."""
 
 from __future__ import annotations
 

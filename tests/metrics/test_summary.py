@@ -1,4 +1,4 @@
-"""Cohort summary: NaN handling, seed 000's lesion rows and the small/large split."""
+"""Cohort summary: NaN handling, the lesion rows of Chen et al. 2017 and the small/large split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Generator / discriminator / maxout segmentator of the CTP → DWI GAN (seed 004) and their composition."""
+"""Generator / discriminator / maxout segmentator of the CTP → DWI GAN (P. Liu 2018) and their composition."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_discriminator_scripts():
 
 
 def test_segmentation_gradients_reach_every_generator_parameter():
-    """The joint G+S update trains G through S (seed 004 eq. 6): every G parameter gets a gradient from S."""
+    """The joint G+S update trains G through S (P. Liu 2018, eq. 6): every G parameter gets a gradient from S."""
     torch.manual_seed(0)
     g = GroupNormUNet(2, 5, 1, features=(8, 16))
     s = GroupNormUNet(2, 1, 2, features=(8, 16), maxout_pieces=(3, 1))

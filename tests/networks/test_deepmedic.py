@@ -39,13 +39,13 @@ def test_parameter_count_matches_v061_layer_list():
     fc += 3 * (100 + 150 + 150)  # BN + PReLU in front of each FC layer
     n = sum(p.numel() for p in DeepMedic(in_channels=3, out_channels=2).parameters())
     assert n == 2 * pathway + fc == 1_051_088
-    assert abs(n - 1.06e6) / 1.06e6 < 0.01  # method sheet: "about 1.06 M"
+    assert abs(n - 1.06e6) / 1.06e6 < 0.01  # the expected size: about 1.06 M
 
 
 def test_segment_shapes_of_training_validation_and_region_modes():
     net = DeepMedic().eval()
     with torch.no_grad():
-        # seed 001 §2.2: training segments 25³ -> 9³ outputs, context 19³; validation 17³ -> 1³
+        # Pérez Malla et al. 2019, §2.2: training segments 25³ -> 9³ outputs, context 19³; validation 17³ -> 1³
         assert context_positions(25, 16, 3) == list(range(-15, 40, 3))
         assert net(torch.rand(2, 3, 25, 25, 25), torch.rand(2, 3, 19, 19, 19)).shape == (2, 2, 9, 9, 9)
         assert net(torch.rand(1, 3, 17, 17, 17), torch.rand(1, 3, 17, 17, 17)).shape == (1, 2, 1, 1, 1)

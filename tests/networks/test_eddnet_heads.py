@@ -1,4 +1,4 @@
-"""EDD Net heads at inference (seed 000 Table 4 scores the four outputs of one trained network)."""
+"""EDD Net heads at inference (Table 4 of Chen et al. 2017 scores the four outputs of one trained network)."""
 
 from __future__ import annotations
 

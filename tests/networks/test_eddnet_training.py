@@ -13,7 +13,7 @@ def test_adadelta_steps_reduce_the_loss_on_a_fixed_batch():
     fusion, refinement, four supervised outputs)."""
     net = EDDNet(features=(8, 16, 16), deep_supervision=True).train()
     loss_fn = DeepSupervisionCrossEntropy()
-    # method sheet [code] (EDD/solver.prototxt): AdaDelta, lr 0.05, rho 0.9, eps (Caffe "delta") 1e-6, no decay
+    # authors' EDD/solver.prototxt (Chen et al. 2017): AdaDelta, lr 0.05, rho 0.9, eps (Caffe "delta") 1e-6, no decay
     optimizer = torch.optim.Adadelta(net.parameters(), lr=0.05, rho=0.9, eps=1e-6, weight_decay=0.0)
     labels = torch.zeros(2, 1, 64, 64)
     labels[0, :, 20:36, 24:40] = 1.0

@@ -139,7 +139,7 @@ def test_dropout_rates_of_the_pathways():
     rates_a = [m.p for m in net.pathway_a.modules() if isinstance(m, nn.Dropout2d)]
     rates_b = [m.p for m in net.pathway_b.modules() if isinstance(m, nn.Dropout2d)]
     n_units = sum(TINY["block_config"])
-    assert rates_a == [0.01] * (n_units + 3)  # seed 002 §2.3: Tmax+CBF+CBV 0.01, in dense units and transitions
+    assert rates_a == [0.01] * (n_units + 3)  # Liu et al. 2018, §2.3: Tmax+CBF+CBV 0.01, in dense units and transitions
     assert rates_b == [0.5] * (n_units + 3)  # MTT 0.5
     assert not any(isinstance(m, nn.Dropout2d) for m in net.head.modules())
 

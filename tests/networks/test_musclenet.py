@@ -13,7 +13,7 @@ def test_parameter_count():
     fcs = (4096 * 128 + 128) + (128 * 64 + 64) + (64 * 2 + 2)  # 64 channels x 8 x 8 = 4096 after one pool
     n = sum(p.numel() for p in MuscleNet().parameters())
     assert n == convs + fcs
-    assert abs(n - 0.6e6) / 0.6e6 < 0.05  # method sheet: about 0.6 M parameters
+    assert abs(n - 0.6e6) / 0.6e6 < 0.05  # about 0.6 M parameters, as the EDD model card says
 
 
 def test_layers_follow_the_table():

@@ -1,4 +1,4 @@
-"""Asymmetric residual U-Net of seed 003: size, layout, residual connections, export."""
+"""Asymmetric residual U-Net of Clèrigues et al. 2020: size, layout, residual connections, export."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _count(module: nn.Module) -> int:
 def test_parameter_count_and_asymmetry():
     net = AsymmetricResidualUNet(3, in_channels=8, out_channels=2)
     total = _count(net)
-    # method sheet: about 7.0 M parameters for the SISS input (8 channels), about 75 % in the encoder
+    # about 7.0 M parameters for the SISS input (8 channels), about 75 % in the encoder (as the model card says)
     assert total == pytest.approx(7.0e6, rel=0.02)
     encoder = sum(_count(m) for m in (net.input_conv, net.encoders, net.downs, net.bottom))
     assert 0.70 < encoder / total < 0.80

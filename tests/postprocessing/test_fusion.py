@@ -1,4 +1,4 @@
-"""Bayes fusion of instance and pixel probabilities (seed 000)."""
+"""Bayes fusion of instance and pixel probabilities (Chen et al. 2017)."""
 
 from __future__ import annotations
 

@@ -268,7 +268,7 @@ def test_lesion_area_sampler_draws_cases_in_proportion_to_lesion_area(tmp_path):
     assert len(sampler) == 3 and sampler.replacement
     torch.manual_seed(0)
     draws = np.bincount(np.concatenate([list(sampler) for _ in range(2000)]), minlength=3)
-    assert draws[0] == 0  # no lesion pixel, no patch (seed 000 §4.2)
+    assert draws[0] == 0  # no lesion pixel, no patch (Chen et al. 2017, §4.2)
     assert 3.4 < draws[2] / draws[1] < 4.6  # 40 : 10 mm²
     # no lesion anywhere: every case equally often instead of a sampler with zero total weight
     flat = lesion_area_sampler(data[:1] * 2, "lesion_area")

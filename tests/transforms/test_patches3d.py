@@ -1,4 +1,4 @@
-"""Balanced 3-D patches of seed 003: lesion offsets, brain grid, joint image/label augmentation."""
+"""Balanced 3-D patches of Clèrigues et al. 2020: lesion offsets, brain grid, joint image/label augmentation."""
 
 from __future__ import annotations
 

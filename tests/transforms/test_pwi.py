@@ -1,4 +1,4 @@
-"""PWI_max over time, brain-masked z-scores and the 5-channel CT stack (seed 004 §2.1)."""
+"""PWI_max over time, brain-masked z-scores and the 5-channel CT stack (P. Liu 2018, §2.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Symmetric modalities (seed 003 §3.1): registered mirror of an off-midline phantom, determinism, failure."""
+"""Symmetric modalities: registered mirror of an off-midline phantom, determinism, failure.
+
+The method is that of Clèrigues et al. 2020, §3.1.
+"""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 A sampler such as :class:`strokeseg.transforms.patches3d.RandBalancedPatches3Dd` turns one case into
 ``samples_per_case`` patches. Put in a case-level ``DataLoader``, MONAI collates every patch of
 ``batch_size`` cases into one iteration (16 cases × 512 patches = 8,192 patches per optimiser step), where a
-method such as seed 003's trains on batches of 16 patches. :class:`PatchBatchDataset` streams the patches of
-every case through a shuffle buffer and yields batches of exactly ``batch_size`` patches.
+method such as that of Clèrigues et al. 2020 trains on batches of 16 patches. :class:`PatchBatchDataset` streams
+the patches of every case through a shuffle buffer and yields batches of exactly ``batch_size`` patches.
 
 Why not MONAI's ``PatchDataset`` + ``ShuffleBuffer`` (the same idea): with ``DataLoader`` workers,
 MONAI's ``worker_init_fn`` re-seeds the ``ShuffleBuffer`` but stops there, so the patch sampler inside it

@@ -1,4 +1,4 @@
-"""Seed 001's post-processing as a bundle uses it: THT0 / THT1 / FH fitted on the validation fold, written next to
+"""DeepMedic post-processing as a bundle uses it: THT0 / THT1 / FH fitted on the validation fold, written next to
 the model, and read back by inference (Pérez Malla et al., 2019, doi:10.3389/fninf.2019.00033, §2.4).
 
 :class:`PostprocessingFitter` is an ignite handler for an evaluator whose outputs hold the lesion probability
@@ -29,7 +29,7 @@ from strokeseg.postprocessing.morphology import FH_RADIUS, BinaryClosingd
 
 __all__ = ["STEPS", "PostprocessingFitter", "read_fitted", "discretise_steps"]
 
-#: post-processing steps of seed 001 §2.4 ("none": argmax of the softmax, i.e. p >= 0.5)
+#: post-processing steps of Pérez Malla et al. 2019, §2.4 ("none": argmax of the softmax, i.e. p >= 0.5)
 STEPS = ("none", "tht0", "tht1", "fh")
 
 
@@ -49,7 +49,7 @@ class PostprocessingFitter:
             binary or 2-channel one-hot label).
         bins: threshold resolution of the curves.
         max_iterations: largest FH iteration count tried.
-        radius: FH ball radius (seed 001: 3).
+        radius: FH ball radius (Pérez Malla et al. 2019: 3).
         description: free text stored with the values (which fold, which model).
     """
 
@@ -135,7 +135,7 @@ def discretise_steps(step: str, fitted_file: str | Path | None = None, keys: str
     """Tensor transforms turning a 2-channel softmax ``pred`` into the 1-channel lesion mask of ``step``.
 
     ``none``: argmax; ``tht0`` / ``tht1``: lesion probability ``>=`` the fitted threshold; ``fh``: argmax then
-    binary closing with the fitted iterations (seed 001's best step).
+    binary closing with the fitted iterations (the best step of Pérez Malla et al. 2019).
 
     Raises:
         ValueError: an unknown step.

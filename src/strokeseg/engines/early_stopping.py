@@ -1,4 +1,4 @@
-"""Early-stopping criterion of seed 003 (§3.4): validation L1 loss + error rate, lower is better.
+"""Early-stopping criterion of Clèrigues et al. 2020 (§3.4): validation L1 loss + error rate, lower is better.
 
 Clèrigues A et al. Acute and sub-acute stroke lesion segmentation from multimodal MRI. Comput Methods Programs
 Biomed 194 (2020) 105521, doi:10.1016/j.cmpb.2020.105521.
@@ -20,7 +20,7 @@ from monai.utils import MetricReduction
 
 __all__ = ["EARLY_STOP_PATIENCE", "L1ErrorRate", "early_stop_score"]
 
-EARLY_STOP_PATIENCE = 8  # seed 003 §3.4
+EARLY_STOP_PATIENCE = 8  # Clèrigues et al. 2020, §3.4
 
 
 class L1ErrorRate(CumulativeIterationMetric):

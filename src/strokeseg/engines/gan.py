@@ -1,12 +1,12 @@
-"""Training engine of the CTP → DWI GAN (Pengbo Liu, BrainLes 2018; seed 004 §2.3, §3.1) and its synthesis metrics.
+"""Training engine of the CTP → DWI GAN (Pengbo Liu, BrainLes 2018, §2.3, §3.1) and its synthesis metrics.
 
-Per iteration, alternately (seed 004 §3.1):
+Per iteration, alternately (P. Liu 2018, §3.1):
 
 1. **D step** -- the discriminator scores the real DWI and the generated ``G(x)`` (detached) and is updated with
    ``DLoss = MSE(D(fake), 0) + MSE(D(real), 1)`` (eq. 2) by its own RMSprop optimiser;
 2. **G + S step** -- generator and segmentator are updated *together* by one optimiser with
    ``Loss = w_g · MSE(G(x), DWI) + w_d · MSE(D(G(x)), 1) + w_s · SegLoss(S(G(x)), y)`` (eqs. 1, 3, 5, 6),
-   ``w_g : w_d : w_s = 0.002 : 0.5 : 1`` (seed 004 §3.1).
+   ``w_g : w_d : w_s = 0.002 : 0.5 : 1`` (P. Liu 2018, §3.1).
 
 Why not MONAI's GAN engines: ``GanTrainer`` draws the generator's input from a latent sampler and has no target
 image or third network; ``AdversarialTrainer`` reconstructs its own input (``reals`` is the input batch) and
@@ -53,7 +53,7 @@ __all__ = [
     "SlicePSNRMetric",
 ]
 
-LOSS_WEIGHTS: tuple[float, float, float] = (0.002, 0.5, 1.0)  # GLoss : DLoss : SegLoss, seed 004 §3.1
+LOSS_WEIGHTS: tuple[float, float, float] = (0.002, 0.5, 1.0)  # GLoss : DLoss : SegLoss, P. Liu 2018, §3.1
 
 
 class GanKeys:
@@ -84,7 +84,7 @@ class CtpDwiGanTrainer(Trainer):
         discriminator: D, ``(B, 1, H, W) → (B, 1)`` scores; ``None``: no adversarial term and no D step.
         segmentator: S, ``(B, 1, H, W) → (B, 2, H, W)`` logits.
         d_optimizer: optimiser of D's parameters (``None`` without a discriminator).
-        gs_optimizer: one optimiser of G's and S's parameters (updated together, seed 004 §3.1).
+        gs_optimizer: one optimiser of G's and S's parameters (updated together, P. Liu 2018, §3.1).
         seg_loss_function: ``SegLoss(logits, label)`` (CE − log GDS, :mod:`strokeseg.losses.gan`).
         recon_loss_function: ``GLoss(fake, real)``; default ``torch.nn.MSELoss()`` (eq. 1).
         d_loss_function: ``DLoss(real_scores, fake_scores)``; default LSGAN eq. 2.

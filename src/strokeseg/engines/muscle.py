@@ -1,4 +1,4 @@
-"""MUSCLE Net training around the EDD Net (seed 000 §3.2): training-sample mining and class balancing.
+"""MUSCLE Net training around the EDD Net (Chen et al. 2017, §3.2): training-sample mining and class balancing.
 
 The candidate cascade used at inference (small candidates, multi-scale patches, the EDD + MUSCLE inferer) lives
 in :mod:`strokeseg.inferers.cascade`; its names are re-exported here for :mod:`strokeseg.engines`.
@@ -64,7 +64,7 @@ def mine_muscle_samples(
     """Build the MUSCLE Net training set: run the trained EDD Net over training cases and label its small candidates.
 
     Each case is preprocessed, segmented slice by slice (eval mode, no gradients: the mining is not
-    differentiable, seed 000 trains MUSCLE separately), thresholded; every small candidate gets the label 1 if
+    differentiable, Chen et al. 2017 train MUSCLE separately), thresholded; every small candidate gets the label 1 if
     any of its pixels lies in the reference lesion, else 0, and its ``(4, 16, 16)`` multi-scale input.
 
     Args:
@@ -122,8 +122,8 @@ def mine_muscle_samples(
 def balanced_sample_weights(samples: Sequence[dict[str, Any]]) -> list[float]:
     """Per-sample weights ``1 / count(class)`` for a ``WeightedRandomSampler``: each class is drawn equally often.
 
-    An assumption of ours: the method sheet cites class balancing to the authors' code, but none of their Caffe
-    files (``MUSCLE/net.prototxt``, ``solver.prototxt``, ``utils.py``) holds it, and seed 000 does not describe it.
+    An assumption of ours: class balancing is attributed to the authors' code, but none of their Caffe files
+    (``MUSCLE/net.prototxt``, ``solver.prototxt``, ``utils.py``) holds it, and Chen et al. 2017 do not describe it.
 
     Args:
         samples: items with an integer ``label``.

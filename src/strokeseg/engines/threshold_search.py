@@ -1,4 +1,4 @@
-"""Fit seed 003's (T_h, S_min) post-processing on validation cases and store it for inference.
+"""Fit the (T_h, S_min) post-processing of Clèrigues et al. 2020 on validation cases and store it for inference.
 
 Clèrigues A et al. 2020, doi:10.1016/j.cmpb.2020.105521, §3.5: the lesion probability is thresholded at T_h and
 connected components smaller than S_min voxels are removed; both are grid-searched on validation folds. The
@@ -43,7 +43,8 @@ class ThresholdSizeSearch:
 
     Args:
         output_file: JSON written at the end of the run: ``threshold``, ``min_size``, ``score`` and the grid.
-        thresholds, sizes: the grid (evaluation.md defaults).
+        thresholds, sizes: the grid (defaults: ``DEFAULT_THRESHOLDS`` and ``DEFAULT_SIZES`` of
+            :mod:`strokeseg.fitting.lesion_size`).
         pred_key, label_key: keys of ``engine.state.output`` items (``pred`` = ``(2, ...)`` softmax or
             ``(1, ...)`` lesion probability; ``label`` = ``(1, ...)`` reference).
     """

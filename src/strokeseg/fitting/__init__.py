@@ -1,9 +1,9 @@
 """Fitting of post-processing parameters on validation folds, apart from the transforms that apply them.
 
 - :mod:`~strokeseg.metrics.curves` — THT0 / THT1 threshold fitting on validation voxels (PR and ROC
-  curves, seed 001), also the curves of ``strokeseg evaluate``'s figures.
-- :mod:`~strokeseg.fitting.closing` — the iteration count of the FH closing (seed 001).
-- :mod:`~strokeseg.fitting.lesion_size` — seed 003's (T_h, S_min) grid search.
+  curves, Pérez Malla et al. 2019), also the curves of ``strokeseg evaluate``'s figures.
+- :mod:`~strokeseg.fitting.closing` — the iteration count of the FH closing (Pérez Malla et al. 2019).
+- :mod:`~strokeseg.fitting.lesion_size` — the (T_h, S_min) grid search of Clèrigues et al. 2020.
 
 Fitting scores candidates with the metrics of :mod:`strokeseg.metrics` and applies the transforms of
 :mod:`strokeseg.postprocessing`; those two packages import neither each other nor this one (import from the

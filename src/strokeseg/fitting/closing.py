@@ -1,4 +1,4 @@
-"""The iteration count of the FH closing (seed 001 §2.4.2), fitted on validation cases by Dice.
+"""The iteration count of the FH closing (Pérez Malla et al. 2019, §2.4.2), fitted on validation cases by Dice.
 
 The transform that applies it is :class:`strokeseg.postprocessing.morphology.BinaryClosingd`.
 """
@@ -44,10 +44,10 @@ def fit_closing_iterations(
         labels: per-case reference masks of the same shapes.
         threshold: binarisation threshold of non-boolean inputs.
         max_iterations: largest iteration count tried.
-        radius: ball radius (seed 001: 3).
+        radius: ball radius (Pérez Malla et al. 2019: 3).
         strategy: ``"mean_dice"`` — the count maximising the mean Dice over the cases (ties: fewest
-            iterations); ``"per_case_average"`` — seed 001's rule, the rounded average of each case's
-            best count.
+            iterations); ``"per_case_average"`` — the rule of Pérez Malla et al. 2019, the rounded average of each
+            case's best count.
 
     Raises:
         DataError: different numbers of cases or a shape mismatch (names the case index).

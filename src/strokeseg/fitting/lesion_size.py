@@ -1,5 +1,5 @@
-"""Seed 003's (T_h, S_min) grid search (§3.5, §4.1): the probability threshold and the minimum lesion size
-that maximise the combined Dice / Hausdorff score on validation folds.
+"""The (T_h, S_min) grid search of Clèrigues et al. 2020 (§3.5, §4.1): the probability threshold and the minimum
+lesion size that maximise the combined Dice / Hausdorff score on validation folds.
 
 The grid search labels each thresholded case once (:func:`strokeseg.lesions.label_lesions`) and filters
 every S_min from one ``np.bincount`` of component sizes, which is what
@@ -21,13 +21,13 @@ from strokeseg.metrics.voxelwise import confusion_counts, confusion_metrics, hau
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_SIZES", "HD_MAX", "combined_score", "grid_search_threshold_size"]
 
-DEFAULT_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))  # seed 003 §4.1: T_h from 0.1 to 0.9
-DEFAULT_SIZES = (1, 10, 50, 100, 200, 300, 500, 1000)  # S_min grid of evaluation.md (seed 003 §4.1: 10…1000)
-HD_MAX = 200.0  # seed 003 §4.1, Eq. 2: HD_max normalising the Hausdorff distance
+DEFAULT_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))  # Clèrigues et al. 2020, §4.1: T_h from 0.1 to 0.9
+DEFAULT_SIZES = (1, 10, 50, 100, 200, 300, 500, 1000)  # S_min grid (Clèrigues et al. 2020, §4.1: 10…1000)
+HD_MAX = 200.0  # Clèrigues et al. 2020, §4.1, Eq. 2: HD_max normalising the Hausdorff distance
 
 
 def combined_score(dice: float, hd: float, hd_max: float = HD_MAX) -> float:
-    """Seed 003's Eq. 2: ``DSC·(1 − HD/HD_max) / (DSC + (1 − HD/HD_max))``.
+    """Eq. 2 of Clèrigues et al. 2020: ``DSC·(1 − HD/HD_max) / (DSC + (1 − HD/HD_max))``.
 
     ``HD`` is clipped to ``[0, HD_max]``; a NaN ``HD`` (exactly one of prediction/reference empty)
     counts as ``HD_max``, the worst distance, so a missed or hallucinated lesion is never rewarded.
@@ -50,7 +50,7 @@ def grid_search_threshold_size(
     connectivity: int | None = None,
     hd_max: float = HD_MAX,
 ) -> tuple[float, int, np.ndarray]:
-    """Pick (T_h, S_min) maximising seed 003's combined score of the mean Dice and mean Hausdorff distance.
+    """Pick (T_h, S_min) maximising the combined score of mean Dice and mean Hausdorff distance (Clèrigues et al. 2020).
 
     For every threshold ``t`` and minimum size ``s`` each case is binarised with ``prob >= t``, its
     components smaller than ``s`` voxels are removed, and Dice and HD (mm) are computed; the score of
@@ -63,7 +63,7 @@ def grid_search_threshold_size(
         thresholds: candidate T_h (default 0.1 … 0.9).
         sizes: candidate S_min in voxels (default 1, 10, 50, 100, 200, 300, 500, 1000).
         spacing: voxel size in mm, one tuple for all cases or one per case (default 1 mm). HD_max is in
-            the same unit (seed 003's 200 were voxels of 1 mm isotropic ISLES 2015 data).
+            the same unit (the 200 of Clèrigues et al. 2020 were voxels of 1 mm isotropic ISLES 2015 data).
         connectivity: component connectivity, ``None`` = full.
         hd_max: normalisation of the HD term.
 

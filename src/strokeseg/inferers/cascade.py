@@ -1,4 +1,4 @@
-"""The EDD + MUSCLE candidate cascade (seed 000 §3.2): small candidates of the EDD probability map, their
+"""The EDD + MUSCLE candidate cascade (Chen et al. 2017, §3.2): small candidates of the EDD probability map, their
 multi-scale MUSCLE inputs, and the inferer that classifies them and fuses the two probabilities.
 
 MONAI has no false-positive-reduction stage of this kind (candidate → instance classifier → fusion), hence this
@@ -37,11 +37,11 @@ __all__ = [
     "CANDIDATE_MAX_SIZE",
 ]
 
-# seed 000 authors' code (utils.muscle_input): EDD probability threshold and the small-candidate size cut
-# (components of fewer than 60 pixels are evaluated; §5.4: 99 % of EDD false positives had <= 60 px).
+# the authors' public code (Chen et al. 2017; utils.muscle_input): EDD probability threshold and the small-candidate
+# size cut (components of fewer than 60 pixels are evaluated; §5.4: 99 % of EDD false positives had <= 60 px).
 CANDIDATE_THRESHOLD = 0.5
 CANDIDATE_MAX_SIZE = 60
-# seed 000 authors' code (utils.muscle_input): DWI patch sides 16, 24, 32 px, each resized to 16 × 16.
+# the authors' code (Chen et al. 2017; utils.muscle_input): DWI patch sides 16, 24, 32 px, each resized to 16 × 16.
 PATCH_SCALES = (16, 24, 32)
 PATCH_SIZE = 16
 # Instance probability that leaves a pixel unchanged in Bayes' formula (marks "not a candidate").
@@ -89,8 +89,8 @@ def find_small_candidates(
 
     Args:
         prob: ``(H, W, D)`` lesion probabilities (numpy or torch).
-        threshold: a pixel is foreground when ``prob > threshold`` (0.5 in seed 000).
-        max_size: components with ``size < max_size`` are candidates (60 in seed 000); larger ones are left out.
+        threshold: a pixel is foreground when ``prob > threshold`` (0.5 in Chen et al. 2017).
+        max_size: components with ``size < max_size`` are candidates (60 in Chen et al. 2017); larger ones are left out.
         connectivity: 1 (4-neighbours) or 2 (8-neighbours) within a slice.
 
     Raises:
@@ -147,7 +147,7 @@ def multiscale_candidate_patches(
         image: ``(H, W, D)`` DWI volume (or ``(H, W)`` slice, then every candidate must be on slice 0).
         prob: lesion probabilities, same shape as ``image``.
         candidates: from :func:`find_small_candidates` on ``prob``.
-        scales: patch sides in pixels (16, 24, 32 in seed 000's code).
+        scales: patch sides in pixels (16, 24, 32 in the authors' code of Chen et al. 2017).
         patch_size: output side (16).
 
     Returns:
@@ -176,8 +176,9 @@ def multiscale_candidate_patches(
     if candidates.slice_index.max() >= depth or candidates.slice_index.min() < 0:
         raise DataError(f"multiscale_candidate_patches: a candidate lies on a slice outside 0…{depth - 1}.")
 
-    # seed 000 authors' code (utils.patch_extract): start = int(mean - s/2 + 1); for the even sides used here that
-    # is floor(mean) - s // 2 + 1. Its uint8 cast and shift back inside the image are not replicated (zero padding).
+    # the authors' public code (Chen et al. 2017; utils.patch_extract): start = int(mean - s/2 + 1); for the even
+    # sides used here that is floor(mean) - s // 2 + 1. Its uint8 cast and shift back inside the image are not
+    # replicated (zero padding).
     centre = torch.as_tensor(np.floor(candidates.centroid), dtype=torch.float64, device=device)  # (N, 2)
     side = torch.as_tensor(scales, dtype=torch.float64, device=device)  # (K,)
     start = centre[:, None, :] - torch.div(side, 2, rounding_mode="floor")[None, :, None] + 1  # (N, K, 2)
@@ -213,7 +214,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 class EddMuscleInferer(Inferer):
-    """EDD Net over all slices, then MUSCLE Net on the small candidates, fused per candidate (seed 000 §3.2).
+    """EDD Net over all slices, then MUSCLE Net on the small candidates, fused per candidate (Chen et al. 2017, §3.2).
 
     ``__call__(inputs (B, 1, H, W, D), network)`` runs the EDD Net slice-wise (:class:`BatchedSliceInferer`),
     takes the lesion softmax ``p_pix``, finds the small candidates per case, classifies them with

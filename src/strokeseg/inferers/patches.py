@@ -1,4 +1,4 @@
-"""The paper-faithful patch inference of seed 003 (§3.5): 24 x 24 x 16 patches at a 4 x 4 x 1 step, averaged.
+"""Paper-faithful patch inference (Clèrigues et al. 2020, §3.5): 24 x 24 x 16 patches at a 4 x 4 x 1 step, averaged.
 
 Clèrigues A et al. Acute and sub-acute stroke lesion segmentation from multimodal MRI. Comput Methods Programs
 Biomed 194 (2020) 105521, doi:10.1016/j.cmpb.2020.105521.
@@ -25,7 +25,7 @@ from strokeseg.transforms.patches3d import URESNET_PATCH_SIZE
 
 __all__ = ["FAITHFUL_STEP", "FaithfulPatchInferer"]
 
-FAITHFUL_STEP = (4, 4, 1)  # seed 003 §3.5 and [code]: prediction step 4 x 4 x 1
+FAITHFUL_STEP = (4, 4, 1)  # Clèrigues et al. 2020, §3.5, and the authors' code: prediction step 4 x 4 x 1
 
 
 class FaithfulPatchInferer(Inferer):
@@ -36,8 +36,8 @@ class FaithfulPatchInferer(Inferer):
     covers get probability 1 for class 0 (background).
 
     Args:
-        patch_size: patch size (24 x 24 x 16, seed 003).
-        step: step between patch origins (4 x 4 x 1, seed 003).
+        patch_size: patch size (24 x 24 x 16, Clèrigues et al. 2020).
+        step: step between patch origins (4 x 4 x 1, Clèrigues et al. 2020).
         batch_size: patches per network call.
         foreground_only: skip patches whose centre voxel is background (every channel at its minimum).
 

@@ -3,7 +3,7 @@
 A valid-convolution network maps an input tile of ``T`` voxels to ``T - 2 * margin`` outputs, each of which depends
 only on voxels of its tile. Tiling the volume with a stride equal to the output size, after padding it by the margin
 (reflection by default), therefore gives every voxel exactly one prediction, with nothing to average and no seam:
-the segmentation does not depend on the tile size (seed 001 §2.2; Kamnitsas et al., 2017,
+the segmentation does not depend on the tile size (Pérez Malla et al. 2019, §2.2; Kamnitsas et al., 2017,
 doi:10.1016/j.media.2016.10.004, §2.1). MONAI's ``SlidingWindowInferer`` assumes an output the size of its window
 and blends overlapping windows, so it cannot run such a network; hence this inferer.
 """

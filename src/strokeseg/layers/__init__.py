@@ -1,4 +1,4 @@
-"""Building blocks the seeds need and MONAI lacks."""
+"""Building blocks the five papers need and MONAI lacks."""
 
 from __future__ import annotations
 

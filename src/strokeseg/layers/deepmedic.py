@@ -1,6 +1,6 @@
 """DeepMedic's building blocks: the pre-activation valid convolution and one convolutional pathway.
 
-DeepMedic (Kamnitsas et al., 2017, doi:10.1016/j.media.2016.10.004; the v0.6.1 configuration used by seed 001,
+DeepMedic (Kamnitsas et al., 2017, doi:10.1016/j.media.2016.10.004; the v0.6.1 configuration used by
 Pérez Malla et al., 2019, doi:10.3389/fninf.2019.00033, §2.2) orders every layer as BatchNorm -> PReLU ->
 dropout -> convolution (He et al.'s pre-activation), has no BatchNorm and no non-linearity in front of the first
 convolution (a per-channel bias on the raw input instead), and adds residual connections whose shorter branch is
@@ -20,7 +20,7 @@ from monai.networks.layers.factories import Conv, Norm
 
 __all__ = ["PreActivationConv", "DeepMedicPathway", "centre_crop", "add_residual", "deepmedic_init_"]
 
-#: PReLU slope at initialisation (DeepMedic v0.6.1 ``layers.py``, [dm] in the method sheet)
+#: PReLU slope at initialisation (DeepMedic v0.6.1 ``layers.py``)
 PRELU_INIT = 0.01
 
 
@@ -38,7 +38,7 @@ def centre_crop(x: torch.Tensor, size: list[int]) -> torch.Tensor:
 def add_residual(out: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
     """``out + centre_crop(earlier)``, with ``earlier`` zero-padded at the end of its channels to ``out``'s.
 
-    DeepMedic's residual connection ([dm] ``cnnHelpers``): no projection, missing channels are zeros.
+    DeepMedic's residual connection (DeepMedic v0.6.1 ``cnnHelpers``): no projection, missing channels are zeros.
     """
     earlier = centre_crop(earlier, list(out.shape[2:]))
     missing = out.shape[1] - earlier.shape[1]
@@ -168,8 +168,8 @@ class DeepMedicPathway(nn.Module):
 
 
 def deepmedic_init_(module: nn.Module) -> None:
-    """He-normal initialisation of every convolution (seed 001 §2.2: "modified Xavier ... that accounts for
-    nonlinearities (He et al., 2015)"), biases zero, BatchNorm scale 1 and shift 0."""
+    """He-normal initialisation of every convolution (Pérez Malla et al. 2019, §2.2: "modified Xavier ... that
+    accounts for nonlinearities (He et al., 2015)"), biases zero, BatchNorm scale 1 and shift 0."""
     for layer in module.modules():
         if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")

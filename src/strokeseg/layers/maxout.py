@@ -1,7 +1,7 @@
 """Maxout over channel groups: several predicted pieces per class, the class score is their maximum.
 
 Pengbo Liu, "Stroke Lesion Segmentation with 2D Novel CNN Pipeline and Novel Loss Function", BrainLes 2018
-(seed 004, §2.2, Fig. 3): instead of two output channels the segmentator predicts four -- three background
+(§2.2, Fig. 3): instead of two output channels the segmentator predicts four -- three background
 pieces and one foreground piece -- and the background score of a pixel is the maximum of its three pieces,
 which the paper credits with fewer false positives. The idea is Goodfellow et al.'s maxout unit
 (Goodfellow, Warde-Farley, Mirza, Courville, Bengio, "Maxout Networks", ICML 2013, arXiv:1302.4389) applied
@@ -36,7 +36,7 @@ class ChannelMaxout(nn.Module):
 
     Args:
         pieces: number of pieces of each class, in class order; the paper's head is ``(3, 1)``
-            (3 background pieces, 1 lesion piece; seed 004 §2.2).
+            (3 background pieces, 1 lesion piece; P. Liu 2018, §2.2).
 
     Raises:
         ValueError: ``pieces`` is empty or holds a non-positive count; the input (in ``forward``) does not have
@@ -72,7 +72,7 @@ class MaxoutHead(nn.Module):
     Args:
         spatial_dims: number of spatial dimensions (2 or 3).
         in_channels: feature channels entering the head.
-        pieces: pieces per class (``(3, 1)``: 3 background pieces + 1 foreground, seed 004 Fig. 3).
+        pieces: pieces per class (``(3, 1)``: 3 background pieces + 1 foreground, P. Liu 2018, Fig. 3).
 
     Example:
         >>> head = MaxoutHead(2, in_channels=16, pieces=(3, 1))

@@ -1,6 +1,6 @@
 """Max-pooling that records its pool mask, and the max-unpooling that puts values back by that mask.
 
-DeconvNet-style decoders (seed 000, Fig. 4) do not upsample by interpolation: each unpooling layer
+DeconvNet-style decoders (Chen et al. 2017, Fig. 4) do not upsample by interpolation: each unpooling layer
 writes every value to the position its encoder's max-pool took the maximum from, and leaves the rest
 of the window at zero, so that small bright structures keep their exact location. MONAI has no such
 pair (its ``Pool`` factory only builds pools, and ``UpSample`` interpolates or learns a transposed

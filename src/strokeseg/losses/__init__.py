@@ -1,4 +1,4 @@
-"""Losses MONAI does not provide as the seeds need them."""
+"""Losses MONAI does not provide as the five papers need them."""
 
 from __future__ import annotations
 

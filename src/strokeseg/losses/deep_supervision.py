@@ -1,7 +1,7 @@
-"""Weighted sum of cross-entropies over a deeply supervised network's outputs (seed 000, Eq. 3).
+"""Weighted sum of cross-entropies over a deeply supervised network's outputs (Chen et al. 2017, Eq. 3).
 
 EDD Net is trained on the sum of one cross-entropy per output map: every branch, the fused map and the
-refined map, each with weight λ = 1 (seed 000, §3.4). MONAI's ``DeepSupervisionLoss`` already sums a
+refined map, each with weight λ = 1 (Chen et al. 2017, §3.4). MONAI's ``DeepSupervisionLoss`` already sums a
 wrapped loss over a list of outputs with given weights; what it lacks is a cross-entropy that takes MONAI's
 ``(B, 1, ...)`` label maps and an entry point for the stacked ``(B, K, C, ...)`` tensor that
 :class:`strokeseg.networks.EDDNet` (like MONAI's ``DynUNet``) returns. This module adds those two pieces
@@ -47,7 +47,7 @@ class LabelMapCrossEntropy(_Loss):
 
 
 class DeepSupervisionCrossEntropy(_Loss):
-    """Sum over the K outputs of a deeply supervised network of ``weight_k * cross-entropy_k`` (seed 000, Eq. 3).
+    """Sum over a deeply supervised network's K outputs of ``weight_k * cross-entropy_k`` (Chen et al. 2017, Eq. 3).
 
     ``input`` is either a stacked tensor ``(B, K, C, H, W[, D])`` (final prediction first, then the auxiliary
     outputs) or plain logits ``(B, C, H, W[, D])``, the network's output in eval mode, whose loss is the
@@ -59,8 +59,8 @@ class DeepSupervisionCrossEntropy(_Loss):
     first spatial size of 1).
 
     Args:
-        weights: one weight per stacked output, in the network's output order; ``None``: all 1 (seed 000,
-            Eq. 3 with λ = 1, §3.4). When given, its length must equal K for stacked input.
+        weights: one weight per stacked output, in the network's output order; ``None``: all 1 (Chen et al.
+            2017, Eq. 3 with λ = 1, §3.4). When given, its length must equal K for stacked input.
         class_weights: optional cross-entropy weight per class (length C).
 
     Raises:

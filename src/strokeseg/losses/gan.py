@@ -1,4 +1,4 @@
-"""Losses of the CTP → DWI GAN (Pengbo Liu, BrainLes 2018; seed 004 §2.3).
+"""Losses of the CTP → DWI GAN (Pengbo Liu, BrainLes 2018, §2.3).
 
 * :class:`CrossEntropyLogGeneralizedDiceLoss`: ``SegLoss = CE − log(GDS)`` (eq. 5), the class-weighted
   cross-entropy minus the log of the generalised Dice score (Sudre et al. 2017, doi:10.1007/978-3-319-67558-9_28).
@@ -28,7 +28,7 @@ def inverse_frequency_weights(target: torch.Tensor, num_classes: int, cap: float
     """Class weights ``n_0 / n_c`` of a label batch (background weight 1), capped at ``cap``.
 
     A class absent from the batch gets ``cap`` (it carries no CE term anyway). The paper only says
-    "weighted cross-entropy"; inverse class frequency with a cap is our assumption (method sheet).
+    "weighted cross-entropy"; inverse class frequency with a cap is our assumption (listed in the bundle's model card).
     """
     counts = torch.bincount(target.reshape(-1).long(), minlength=num_classes)[:num_classes].float()
     weights = counts[0].clamp(min=1.0) / counts.clamp(min=1.0)
@@ -37,7 +37,7 @@ def inverse_frequency_weights(target: torch.Tensor, num_classes: int, cap: float
 
 
 class CrossEntropyLogGeneralizedDiceLoss(_Loss):
-    """``CE_w(logits, y) − log(GDS(softmax(logits), y) + eps)`` (seed 004 eq. 5).
+    """``CE_w(logits, y) − log(GDS(softmax(logits), y) + eps)`` (P. Liu 2018, eq. 5).
 
     Args:
         weight_cap: largest class weight of the inverse-frequency CE weights (per batch); ``None`` or
@@ -76,7 +76,7 @@ class CrossEntropyLogGeneralizedDiceLoss(_Loss):
 
 
 class LSGANDiscriminatorLoss(_Loss):
-    """``MSE(D(fake), 0) + MSE(D(real), 1)`` (seed 004 eq. 2)."""
+    """``MSE(D(fake), 0) + MSE(D(real), 1)`` (P. Liu 2018, eq. 2)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,7 +89,7 @@ class LSGANDiscriminatorLoss(_Loss):
 
 
 class LSGANGeneratorLoss(_Loss):
-    """``MSE(D(fake), 1)`` (seed 004 eq. 3): the generator (and segmentator) step wants fakes scored real."""
+    """``MSE(D(fake), 1)`` (P. Liu 2018, eq. 3): the generator (and segmentator) step wants fakes scored real."""
 
     def __init__(self) -> None:
         super().__init__()

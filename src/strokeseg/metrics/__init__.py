@@ -1,8 +1,8 @@
-"""Voxel-wise and lesion-wise metrics of the five seeds in one table format, their cohort summary,
+"""Voxel-wise and lesion-wise metrics of the five papers in one table format, their cohort summary,
 MONAI/ignite integration (:mod:`~strokeseg.metrics.handlers`) and reports
 (:mod:`~strokeseg.metrics.report`, used by ``strokeseg evaluate``).
 
-Column names are those of the evaluation spec: ``dice ppv tpr tnr acc mcc hd hd95 avd avd_rel vol_pred
+Column names of the per-case metrics: ``dice ppv tpr tnr acc mcc hd hd95 avd avd_rel vol_pred
 vol_ref`` and ``n_fp n_fn size_fp size_fn detected lesion_f1 lesion_count_diff`` (plus
 ``n_ref_lesions mean_ref_lesion_size`` for the small/large grouping).
 """

@@ -1,6 +1,6 @@
 """Threshold tuning on validation voxels: THT0 (max precision × recall) and THT1 (max TPR − FPR, Youden).
 
-Seed 001 (§2.4.1) concatenates the ground truth and foreground probability of all validation subjects,
+Pérez Malla et al. 2019 (§2.4.1) concatenate the ground truth and foreground probability of all validation subjects,
 computes the PR and ROC curves, and keeps the threshold at the optimum of each; the fitted value is then
 applied to the test fold with MONAI's ``AsDiscreted(threshold=t)``, which predicts lesion where
 ``prob >= t`` — the convention of the curves below. Fit on validation folds only: a threshold fitted on
@@ -224,7 +224,7 @@ def roc_curve(
 def fit_threshold_pr(
     probs: ArrayLike | Sequence[ArrayLike], labels: ArrayLike | Sequence[ArrayLike], bins: int | None = None
 ) -> float:
-    """THT0: the threshold maximising precision × recall on the PR curve (seed 001 §2.4.1).
+    """THT0: the threshold maximising precision × recall on the PR curve (Pérez Malla et al. 2019, §2.4.1).
 
     Fit on the validation fold(s) only and store the value in the bundle config; apply it with
     ``AsDiscreted(threshold=t)`` (``prob >= t``). Arguments as :func:`pr_curve`; ties go to the highest
@@ -236,7 +236,7 @@ def fit_threshold_pr(
 def fit_threshold_roc(
     probs: ArrayLike | Sequence[ArrayLike], labels: ArrayLike | Sequence[ArrayLike], bins: int | None = None
 ) -> float:
-    """THT1: the threshold maximising TPR − FPR (Youden's J) on the ROC curve (seed 001 §2.4.1).
+    """THT1: the threshold maximising TPR − FPR (Youden's J) on the ROC curve (Pérez Malla et al. 2019, §2.4.1).
 
     Fit on the validation fold(s) only; arguments as :func:`pr_curve`; ties go to the highest threshold.
     """

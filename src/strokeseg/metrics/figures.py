@@ -1,6 +1,6 @@
 """Report figures (PNG, matplotlib's Agg canvas, no pyplot state): Dice box plot, Bland-Altman plot of
 volumes, PR and ROC curves with the fitted thresholds, and overlay montages (TP green, FP red, FN blue,
-the colours of seed 003's figures).
+the colours of the figures of Clèrigues et al. 2020).
 """
 
 from __future__ import annotations

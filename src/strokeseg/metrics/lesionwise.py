@@ -5,15 +5,15 @@ connected-component helper (:func:`strokeseg.lesions.label_lesions`, ``scipy.ndi
 per-component quantity from one ``np.bincount`` over the label image, so the cost does not grow with a
 Python loop over lesions.
 
-Definitions (seed 000 §3.3 for the FP/FN counts and sizes and the detection rate; the ISLES 2022
+Definitions (Chen et al. 2017, §3.3, for the FP/FN counts and sizes and the detection rate; the ISLES 2022
 evaluation for the lesion F1 and count difference):
 
 - a predicted component is a false positive when it touches no reference voxel;
 - a reference lesion is a false negative when no predicted voxel touches it, else it is detected;
 - ``lesion_f1 = TP / (TP + (FP + FN) / 2)`` with TP the detected reference lesions, 1 when there is
   neither a reference nor a predicted lesion;
-- ``per_slice=True`` takes 2-D components in each axial slice (the last spatial axis), as seed 000
-  counted lesions on its 2-D DWI slices; otherwise components are N-D.
+- ``per_slice=True`` takes 2-D components in each axial slice (the last spatial axis), as Chen et al. 2017
+  counted lesions on their 2-D DWI slices; otherwise components are N-D.
 """
 
 from __future__ import annotations

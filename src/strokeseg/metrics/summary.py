@@ -1,4 +1,4 @@
-"""Cohort summary of per-case metric rows: mean ± std and median per metric, seed 000's lesion rows,
+"""Cohort summary of per-case metric rows: mean ± std and median per metric, the lesion rows of Chen et al. 2017,
 and the same per small/large-lesion group.
 
 NaN values (undefined metrics, e.g. ``hd`` when one mask is empty) are left out of every statistic and
@@ -17,11 +17,11 @@ from strokeseg.metrics.case import CASE_COLUMNS
 
 __all__ = ["LESION_SUMMARY_ROWS", "SMALL_LESION_VOXELS_SEED000", "metric_statistics", "lesion_summary", "summarize"]
 
-#: seed 000's summary rows (mean number / mean size of FP and FN lesions, detection rate)
+#: the summary rows of Chen et al. 2017 (mean number / mean size of FP and FN lesions, detection rate)
 LESION_SUMMARY_ROWS = ("m#FP", "m#FN", "mSFP", "mSFN", "DR")
-#: the small/large split seed 000 used (test-set mean lesion size in pixels); the default here is the
+#: the small/large split Chen et al. 2017 used (test-set mean lesion size in pixels); the default here is the
 #: mean of the evaluated cohort instead, as the paper derived it from its own cohort.
-SMALL_LESION_VOXELS_SEED000 = 37.0  # seed 000, §5.5 (subjects with mean lesion size < 37 px are "small")
+SMALL_LESION_VOXELS_SEED000 = 37.0  # Chen et al. 2017, §5.5 (subjects with mean lesion size < 37 px are "small")
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
@@ -48,11 +48,11 @@ def metric_statistics(values: np.ndarray) -> dict[str, float]:
 
 
 def lesion_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Seed 000's rows over a group of cases.
+    """The lesion rows of Chen et al. 2017 over a group of cases.
 
     ``m#FP``/``m#FN``: mean number of FP/FN lesions per case; ``mSFP``/``mSFN``: mean size (voxels) of all
     FP/FN lesions of the group pooled (each lesion counts once); ``DR``: fraction of the cases with a
-    reference lesion that have at least one detected lesion (seed 000 §3.3, DR = N_TP / N).
+    reference lesion that have at least one detected lesion (Chen et al. 2017, §3.3, DR = N_TP / N).
     """
     n_fp, n_fn = _column(rows, "n_fp"), _column(rows, "n_fn")
     size_fp, size_fn = _column(rows, "size_fp"), _column(rows, "size_fn")
@@ -87,7 +87,7 @@ def summarize(rows: list[dict], small_lesion_voxels: float | None = None) -> dic
     Args:
         rows: one dict per case with the ``CASE_COLUMNS`` keys.
         small_lesion_voxels: a case is "small" when its mean reference lesion size (voxels) is below
-            this; default the mean of ``mean_ref_lesion_size`` over the cohort (seed 000 used its test-set
+            this; default the mean of ``mean_ref_lesion_size`` over the cohort (Chen et al. 2017 used their test-set
             mean, 37 px). Cases without a reference lesion belong to neither group.
 
     Returns:

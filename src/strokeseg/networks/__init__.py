@@ -1,4 +1,4 @@
-"""One module per network of the five seeds."""
+"""One module per network of the five papers."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """CT perfusion → DWI generator, LSGAN discriminator and maxout segmentator (Pengbo Liu 2018).
 
 Pengbo Liu, "Stroke Lesion Segmentation with 2D Novel CNN Pipeline and Novel Loss Function",
-Brainlesion (BrainLes 2018), LNCS 11383, doi:10.1007/978-3-030-11723-8_25 (seed 004). Three 2-D networks:
+Brainlesion (BrainLes 2018), LNCS 11383, doi:10.1007/978-3-030-11723-8_25 (P. Liu 2018). Three 2-D networks:
 
 * generator G: a U-Net (Ronneberger et al. 2015, doi:10.1007/978-3-319-24574-4_28) from the five CT channels
   (MTT, Tmax, CBV, CBF, PWI_max) to one synthetic DWI channel;
@@ -12,7 +12,7 @@ Brainlesion (BrainLes 2018), LNCS 11383, doi:10.1007/978-3-030-11723-8_25 (seed 
 Inference is ``S(G(x))``; :class:`GeneratorSegmentator` composes the two so that one TorchScript file holds
 the deployable model (5 channels in, 2 class logits out).
 
-Normalisation is GroupNorm with a fixed 16 channels per group (seed 004 §3.1: "the group number can change
+Normalisation is GroupNorm with a fixed 16 channels per group (P. Liu 2018, §3.1: "the group number can change
 across layers"; Wu & He 2018, doi:10.1007/978-3-030-01261-8_1), which neither MONAI's ``BasicUNet`` nor its
 ``Norm`` factory can express (both fix ``num_groups``); hence the small U-Net written here from MONAI's
 ``Conv`` / ``Pool`` / ``Norm`` factories. ``norm="batch"`` gives the paper's stage-3 network.
@@ -41,7 +41,7 @@ __all__ = [
     "GeneratorSegmentator",
 ]
 
-CHANNELS_PER_GROUP = 16  # seed 004 §3.1
+CHANNELS_PER_GROUP = 16  # P. Liu 2018, §3.1
 NORMS = ("group", "batch", "instance", "none")
 
 
@@ -135,7 +135,7 @@ class UNetUp(nn.Module):
 
 
 class GroupNormUNet(nn.Module):
-    """U-Net with GroupNorm (16 channels per group) and an optional maxout head (seed 004 §2.2, Fig. 4).
+    """U-Net with GroupNorm (16 channels per group) and an optional maxout head (P. Liu 2018, §2.2, Fig. 4).
 
     Encoder: :class:`TwoConv` then ``len(features) - 1`` × (max-pool + :class:`TwoConv`); decoder: up-conv,
     skip concatenation and :class:`TwoConv` back to ``features[0]``; head: a ``1 × 1`` convolution to
@@ -217,7 +217,7 @@ class GroupNormUNet(nn.Module):
 class LSGANDiscriminator(nn.Module):
     """Real-vs-generated DWI critic: ``len(features) + 1`` unpadded ``5 × 5`` stride-2 convolutions, mean score.
 
-    The first ``len(features)`` convolutions are each followed by the normalisation and ReLU (seed 004 §2.2);
+    The first ``len(features)`` convolutions are each followed by the normalisation and ReLU (P. Liu 2018, §2.2);
     the last one maps to a single score channel without normalisation or activation, and an average pool over
     the score map gives one least-squares score per image (no sigmoid: LSGAN). With the default four feature
     widths there are five convolutions, as in the paper; the smallest accepted input side is
@@ -227,8 +227,8 @@ class LSGANDiscriminator(nn.Module):
         spatial_dims: 2 (the paper) or 3.
         in_channels: channels of the judged image (1: DWI).
         features: output channels of the normalised convolutions.
-        kernel_size: 5 (seed 004 §2.2).
-        stride: 2 (seed 004 §2.2).
+        kernel_size: 5 (P. Liu 2018, §2.2).
+        stride: 2 (P. Liu 2018, §2.2).
         norm: ``group``, ``batch``, ``instance`` or ``none``.
         channels_per_group: GroupNorm channels per group.
 
@@ -280,7 +280,7 @@ class LSGANDiscriminator(nn.Module):
 
 
 class GeneratorSegmentator(nn.Module):
-    """Deployable composition ``S(G(x))``: CT channels → synthetic DWI → class logits (seed 004 Fig. 1).
+    """Deployable composition ``S(G(x))``: CT channels → synthetic DWI → class logits (P. Liu 2018, Fig. 1).
 
     Args:
         generator: network ``(B, 5, H, W) → (B, 1, H, W)``; ``None`` for the paper's stages 1-2 (a U-Net on the

@@ -1,10 +1,10 @@
 """DeepMedic v0.6.1: a normal-resolution and a subsampled pathway of valid 3D convolutions, fused by
-"fully connected" convolutions (seed 001, Pérez Malla et al., 2019, doi:10.3389/fninf.2019.00033, §2.2;
+"fully connected" convolutions (Pérez Malla et al., 2019, doi:10.3389/fninf.2019.00033, §2.2;
 Kamnitsas et al., 2017, doi:10.1016/j.media.2016.10.004).
 
-The layer list, residual connections, padding of the first FC layer, dropout and PReLU follow the method sheet's
-[dm] facts from the public DeepMedic v0.6.1 configuration. MONAI has no DeepMedic, hence this module; its layers
-are :mod:`strokeseg.layers.deepmedic`.
+The layer list, residual connections, padding of the first FC layer, dropout and PReLU follow the public
+DeepMedic v0.6.1 configuration. MONAI has no DeepMedic, hence this module; its layers are
+:mod:`strokeseg.layers.deepmedic`.
 
 The network has two calling conventions:
 
@@ -216,8 +216,8 @@ class DeepMedic(nn.Module):
 
 
 def freeze_pathway_layers(network: DeepMedic, layers: int | None) -> DeepMedic:
-    """Freeze the first ``layers`` convolutional layers of both pathways (seed 001 §2.3.4-2.3.5; ``-1`` or
-    ``None``: all of them, 0: none) and return the network, so a config can wrap its network id in it.
+    """Freeze the first ``layers`` convolutional layers of both pathways (Pérez Malla et al. 2019, §2.3.4-2.3.5;
+    ``-1`` or ``None``: all of them, 0: none) and return the network, so a config can wrap its network id in it.
 
     Frozen parameters get ``requires_grad = False``; build the optimiser from the trainable parameters only.
 

@@ -1,11 +1,11 @@
-"""EDD Net: an ensemble of DeconvNets with a fusion layer and a refinement head (seed 000, §3.1, Fig. 3).
+"""EDD Net: an ensemble of DeconvNets with a fusion layer and a refinement head (Chen et al. 2017, §3.1, Fig. 3).
 
 Each branch is a DeconvNet (an encoder of 3 x 3 convolutions and max-pools that record their pool masks,
 and a mirrored decoder of 3 x 3 deconvolutions and max-unpools that reuse those masks). The branches
 have independent weights and all see the same image; their logits are summed, passed through a ReLU and
 a 1 x 1 convolution (the "naive ensemble"), and a refinement head convolves the concatenation of the
 input image and that fused map. The layer widths follow the authors' Caffe file ``EDD/net.prototxt``
-(method sheet, [code]).
+(part of their public code).
 
 MONAI has neither DeconvNet nor the pool-mask unpooling it needs, hence this module; its blocks are
 MONAI ``Convolution`` units and :mod:`strokeseg.layers.pooling`.
@@ -25,12 +25,12 @@ from strokeseg.layers.pooling import MaxPoolWithIndices, MaxUnpoolWithIndices
 
 __all__ = ["EDDNet", "DeconvNetBranch", "caffe_xavier_init_", "INFERENCE_HEADS"]
 
-# Caffe "BatchNorm" without a following "Scale" layer has no learnable scale or shift (EDD/net.prototxt, [code]).
+# Caffe "BatchNorm" without a following "Scale" layer has no learnable scale or shift (the authors' EDD/net.prototxt).
 _NORM = ("batch", {"affine": False})
 _DECODERS = ("unpool", "bilinear")
-# Outputs an EDD Net can return at inference (seed 000 Table 4 compares branch 1, branch 2, fused and refined of one
-# trained network): "final" is the network's prediction; "branch<k>" (1-based) a branch's logits; "fused" the naive
-# ensemble; "refined" the refinement head; "all" every output stacked as in deep supervision.
+# Outputs an EDD Net can return at inference (Chen et al. 2017, Table 4, compares branch 1, branch 2, fused and
+# refined of one trained network): "final" is the network's prediction; "branch<k>" (1-based) a branch's logits;
+# "fused" the naive ensemble; "refined" the refinement head; "all" every output stacked as in deep supervision.
 INFERENCE_HEADS = ("final", "fused", "refined", "all")
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
@@ -81,7 +81,7 @@ class DeconvNetBranch(nn.Module):
     """One DeconvNet of the EDD Net: pool-mask encoder, mirrored (de)convolutional decoder, logits out.
 
     Stages (widths ``f0, f1, f2 = features``; every layer 3 x 3 / stride 1 / pad 1 + BN + ReLU unless noted),
-    after ``EDD/net.prototxt`` [code]: enc 1 ``f0, f0`` -> max-pool 2; enc 2 ``f1`` x 4 -> max-pool 2;
+    after the authors' ``EDD/net.prototxt``: enc 1 ``f0, f0`` -> max-pool 2; enc 2 ``f1`` x 4 -> max-pool 2;
     enc 3 ``f2`` x 5; dec 1 ``f2`` x 4, ``f1`` -> unpool (enc-2 mask); dec 2 ``f1`` x 3, ``f0`` -> unpool
     (enc-1 mask); dec 3 ``f0``, then ``out_channels`` without BN/ReLU. Decoder layers are transposed
     convolutions, as Caffe's "Deconvolution" layers were; at stride 1 they span the same functions as
@@ -93,7 +93,7 @@ class DeconvNetBranch(nn.Module):
         out_channels: number of output classes (logit channels).
         features: widths ``(f0, f1, f2)`` of the three resolution levels.
         decoder: ``"unpool"`` (max-unpooling with the encoder's pool masks, the paper's DeconvNet) or
-            ``"bilinear"`` (bilinear / trilinear ×2 upsampling, the comparison of seed 000, §5.1).
+            ``"bilinear"`` (bilinear / trilinear ×2 upsampling, the comparison of Chen et al. 2017, §5.1).
 
     Raises:
         ValueError: on an unknown ``decoder`` or a ``features`` that is not three positive ints.
@@ -146,10 +146,10 @@ class DeconvNetBranch(nn.Module):
 
 
 class EDDNet(nn.Module):
-    """Ensemble of DeconvNets with fusion and refinement: the lesion segmenter of seed 000 (Fig. 3, Eqs. 1-3).
+    """Ensemble of DeconvNets with fusion and refinement: the lesion segmenter of Chen et al. 2017 (Fig. 3, Eqs. 1-3).
 
     The network is fully convolutional; it is trained on 64 x 64 patches and applied to whole slices whose
-    sides are multiples of 4 (two 2 x 2 poolings). Ablations of seed 000 (Tables 2-4) are argument choices:
+    sides are multiples of 4 (two 2 x 2 poolings). Ablations of Chen et al. 2017 (Tables 2-4) are argument choices:
 
     - single DeconvNet: ``num_branches=1, fusion=False, refinement=False``;
     - naive ensemble: ``refinement=False``;
@@ -164,18 +164,18 @@ class EDDNet(nn.Module):
     ``torch.unbind(out, dim=1)`` yields the maps and :class:`strokeseg.losses.DeepSupervisionCrossEntropy`
     sums their losses. ``K`` is :attr:`num_outputs`; it is 4 for the default network.
 
-    Heads at inference (``inference_head``, seed 000 Table 4 scores the four outputs of one trained network):
-    ``"final"`` (default; what the export returns), ``"branch1"`` … ``"branch<N>"``, ``"fused"``, ``"refined"``,
-    or ``"all"`` (the stacked ``(B, K, out_channels, H, W)`` tensor of deep supervision, also in eval mode). The
-    choice selects an output only; it changes no weight, so one trained model is scored head by head.
+    Heads at inference (``inference_head``; Table 4 of Chen et al. 2017 scores the four outputs of one trained
+    network): ``"final"`` (default; what the export returns), ``"branch1"`` … ``"branch<N>"``, ``"fused"``,
+    ``"refined"``, or ``"all"`` (the stacked ``(B, K, out_channels, H, W)`` tensor of deep supervision, also in eval
+    mode). The choice selects an output only; it changes no weight, so one trained model is scored head by head.
 
     Weights follow Caffe's ``xavier`` filler (see :func:`caffe_xavier_init_`), BatchNorm has no scale/shift.
-    The default network has about 3.2 M parameters (method sheet).
+    The default network has about 3.2 M parameters (checked in ``tests/networks/test_eddnet.py``).
 
     Args:
         in_channels: input channels (1: DWI).
         out_channels: classes (2: background, lesion).
-        num_branches: number of DeconvNet branches, each with its own weights (seed 000, §3.4: N = 2).
+        num_branches: number of DeconvNet branches, each with its own weights (Chen et al. 2017, §3.4: N = 2).
         fusion: sum the branch logits, ReLU, 1 x 1 conv (the naive ensemble ⊕). Required when
             ``num_branches > 1``.
         refinement: add the refinement head r(x, h(x)): concat(input, ensemble logits) -> conv f0 -> conv f0

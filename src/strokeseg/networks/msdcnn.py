@@ -1,13 +1,13 @@
 """MS-DCNN: two symmetric dense U-shaped pathways for CT perfusion maps, joined before a sigmoid head.
 
 Liu L, Yang S, Meng L, Li M, Wang J. Multi-scale Deep Convolutional Neural Network for Stroke Lesions Segmentation
-on CT Images. Brainlesion workshop (BrainLes) 2018 at MICCAI, ISLES 2018 challenge, Springer LNCS (seed 002, §2.2,
+on CT Images. Brainlesion workshop (BrainLes) 2018 at MICCAI, ISLES 2018 challenge, Springer LNCS (the network: §2.2,
 Fig. 1). DenseNet: Huang G, Liu Z, van der Maaten L, Weinberger KQ. Densely connected convolutional networks. CVPR 2017.
 
 The network takes ONE 4-channel slice tensor ``(B, 4, H, W)`` in the channel order **Tmax, CBF, CBV, MTT** and
-splits it internally: pathway A sees channels 0-2 (Tmax + CBF + CBV), pathway B sees channel 3 (MTT) (seed 002,
-§2.2: the two groups of maps). The pathways have their own weights and their own dropout (0.01 for A, 0.5 for B,
-seed 002 §2.3) and meet only at the end: their full-resolution decoder outputs are concatenated, then two
+splits it internally: pathway A sees channels 0-2 (Tmax + CBF + CBV), pathway B sees channel 3 (MTT) (Liu et al.
+2018, §2.2: the two groups of maps). The pathways have their own weights and their own dropout (0.01 for A, 0.5 for B,
+Liu et al. 2018, §2.3) and meet only at the end: their full-resolution decoder outputs are concatenated, then two
 convolutions and a sigmoid give the lesion probability ``(B, 1, H, W)``.
 
 Layer assignment. The paper lists "3 separate convolution layers, 1 pooling layer, 4 dense blocks, 3 transition
@@ -23,10 +23,10 @@ them as follows (our assumption; also in the bundle's model card):
   1 x 1 conv to one channel), so the "3 separate convolution layers" are the first layer and the two head convs.
 
 Dense units are MONAI's DenseNet layers (BN, ReLU, 1 x 1 bottleneck conv of ``bn_size · growth_rate`` channels,
-BN, ReLU, 3 x 3 conv, dropout; seed 002 Fig. 2 names BN-ReLU-Conv); growth rate 32, bottleneck factor 4 and 64
+BN, ReLU, 3 x 3 conv, dropout; Liu et al. 2018, Fig. 2, names BN-ReLU-Conv); growth rate 32, bottleneck factor 4 and 64
 initial features are DenseNet-121's, which the paper extends ("123 layers") without giving the two extra layers,
 so we keep DenseNet-121's block sizes. The input size must be a multiple of 16 (one pool + three transitions);
-the bundle resizes slices to 160 x 160 (seed 002 §3.1).
+the bundle resizes slices to 160 x 160 (Liu et al. 2018, §3.1).
 
 MONAI provides the dense block and the transition (``monai.networks.nets.densenet._DenseBlock`` /
 ``_Transition``), reused here; MONAI has no dual-pathway dense U-shape network, hence this module.
@@ -56,16 +56,16 @@ __all__ = [
 
 #: input channel order of :class:`MSDCNN` (the bundle loads the maps in this order)
 CHANNEL_ORDER: tuple[str, ...] = ("Tmax", "CBF", "CBV", "MTT")
-#: channels of pathway A (Tmax + CBF + CBV) and pathway B (MTT), seed 002 §2.2
+#: channels of pathway A (Tmax + CBF + CBV) and pathway B (MTT), Liu et al. 2018, §2.2
 PATHWAY_A_CHANNELS = 3
 PATHWAY_B_CHANNELS = 1
 
-# DenseNet-121 (Huang et al. 2017), the depth seed 002 §2.2 builds on
+# DenseNet-121 (Huang et al. 2017), the depth Liu et al. 2018 (§2.2) build on
 DENSENET121_BLOCKS = (6, 12, 24, 16)
 DENSENET121_GROWTH = 32
 DENSENET121_INIT_FEATURES = 64
 DENSENET121_BN_SIZE = 4
-# seed 002 §2.3: dropout of pathway A (Tmax+CBF+CBV) 0.01, of pathway B (MTT) 0.5
+# Liu et al. 2018, §2.3: dropout of pathway A (Tmax+CBF+CBV) 0.01, of pathway B (MTT) 0.5
 DROPOUT_A = 0.01
 DROPOUT_B = 0.5
 
@@ -79,7 +79,7 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 class MultiKernelConv(nn.Module):
-    """Dual parallel kernels of the first layer ("multi-kernel", seed 002 §2.2): ``k_1 × k_1`` and ``k_2 × k_2``
+    """Dual parallel kernels of the first layer ("multi-kernel", Liu et al. 2018, §2.2): ``k_1 × k_1`` and ``k_2 × k_2``
     convolutions of the same input, concatenated, then norm + activation.
 
     Args:
@@ -246,11 +246,11 @@ class DenseUPathway(nn.Module):
 
 
 class MSDCNN(nn.Module):
-    """Multi-scale dual-pathway dense U-shape network (seed 002, Fig. 1) on ``(B, 4, H, W)`` CT perfusion slices.
+    """Multi-scale dual-pathway dense U-shape network (Liu et al. 2018, Fig. 1) on ``(B, 4, H, W)`` CT perfusion slices.
 
     Input channels in the order of :data:`CHANNEL_ORDER` (Tmax, CBF, CBV, MTT); pathway A sees the first
     ``PATHWAY_A_CHANNELS`` channels, pathway B the remaining ``PATHWAY_B_CHANNELS``. The output is the lesion
-    probability (sigmoid, seed 002 §2.2), ``(B, out_channels, H, W)``.
+    probability (sigmoid, Liu et al. 2018, §2.2), ``(B, out_channels, H, W)``.
 
     Args:
         spatial_dims: 2 (slices; 3 works too but is not what the paper does).
@@ -258,7 +258,7 @@ class MSDCNN(nn.Module):
         out_channels: output channels (1: lesion probability).
         init_features, growth_rate, block_config, bn_size, compression, kernel_sizes, up_features: see
             :class:`DenseUPathway` (DenseNet-121 sizes by default).
-        dropout_a / dropout_b: dropout of pathway A / B (0.01 / 0.5, seed 002 §2.3).
+        dropout_a / dropout_b: dropout of pathway A / B (0.01 / 0.5, Liu et al. 2018, §2.3).
         head_features: channels of the first head convolution (default: the concatenated pathway width).
         act / norm: MONAI factory names or ``(name, kwargs)``.
 

@@ -1,8 +1,8 @@
-"""MUSCLE Net: the multi-scale candidate classifier that removes EDD Net false positives (seed 000, §3.2, Fig. 5).
+"""MUSCLE Net: a multi-scale candidate classifier that removes EDD Net false positives (Chen et al. 2017, §3.2, Fig. 5).
 
 A mini VGG: four 3 x 3 convolutions with one 2 x 2 max-pool, then three fully connected layers, applied to
 a ``(4, 16, 16)`` stack per candidate lesion (three DWI scales resized to 16 x 16 plus the EDD probability
-patch). Widths follow the authors' Caffe file ``MUSCLE/net.prototxt`` (method sheet, [code]). MONAI's
+patch). Widths follow the authors' Caffe file ``MUSCLE/net.prototxt`` (part of their public code). MONAI's
 ``Classifier``/``Regressor`` use strided residual units and a single output layer, not this layout, so the
 network is assembled here from MONAI ``Convolution`` blocks and torch ``Linear`` layers.
 """
@@ -22,15 +22,15 @@ __all__ = ["MuscleNet"]
 class MuscleNet(nn.Module):
     """Classify a candidate lesion patch stack as lesion or false positive.
 
-    Layers [code]: conv 32, conv 32 (3 x 3, pad 1, ReLU) -> max-pool 2 -> conv 64, conv 64 -> FC 4096 -> 128
+    Layers (authors' code): conv 32, conv 32 (3 x 3, pad 1, ReLU) -> max-pool 2 -> conv 64, conv 64 -> FC 4096 -> 128
     (ReLU, dropout) -> FC 128 -> 64 (ReLU, dropout) -> FC 64 -> ``out_channels``. No BatchNorm. About 0.6 M
     parameters with the defaults. Weights follow Caffe's ``xavier`` filler (:func:`caffe_xavier_init_`).
 
     Args:
         in_channels: channels of the patch stack (4: DWI at 3 scales + EDD probability).
         out_channels: classes (2: false positive, lesion); the output is logits.
-        dropout: dropout ratio after the first two fully connected layers (0.5 [code]).
-        patch_size: side of the square input patch (16 [code]); must be even.
+        dropout: dropout ratio after the first two fully connected layers (0.5 in the authors' code).
+        patch_size: side of the square input patch (16 in the authors' code); must be even.
 
     Raises:
         ValueError: on an odd or non-positive ``patch_size`` or a dropout outside ``[0, 1)``; at call time,
@@ -61,7 +61,7 @@ class MuscleNet(nn.Module):
             conv(32, 64),
             conv(64, 64),
         )
-        flat = 64 * (patch_size // 2) ** 2  # 4096 for 16 x 16 patches, as in ip1 [code]
+        flat = 64 * (patch_size // 2) ** 2  # 4096 for 16 x 16 patches, as in the authors' ip1 layer
         self.classifier = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(flat, 128),

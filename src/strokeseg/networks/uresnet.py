@@ -1,4 +1,4 @@
-"""Asymmetric residual U-Net (uResNet) of Clèrigues et al. 2019 (seed 003, §3.2, Fig. 2).
+"""Asymmetric residual U-Net (uResNet) of Clèrigues et al. 2020 (§3.2, Fig. 2).
 
 Clèrigues A, Valverde S, Bernal J, Freixenet J, Oliver A, Lladó X. Acute and sub-acute stroke lesion
 segmentation from multimodal MRI. Computer Methods and Programs in Biomedicine 194 (2020) 105521,
@@ -22,17 +22,17 @@ from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 
 __all__ = ["PreActResidualBlock", "ConcatDownsample", "AddUpsample", "AsymmetricResidualUNet"]
 
-# seed 003 Fig. 2 and the authors' SUNETx4 [code]: 32 base filters doubled at each of 4 levels.
+# Clèrigues et al. 2020, Fig. 2, and the authors' SUNETx4 code: 32 base filters doubled at each of 4 levels.
 URESNET_FEATURES = (32, 64, 128, 256)
-# [code]: channel dropout 0.2 in the encoder residual blocks of levels 2-4.
+# authors' code: channel dropout 0.2 in the encoder residual blocks of levels 2-4.
 URESNET_DROPOUT = 0.2
-# [code]: PyTorch BatchNorm momentum 0.01 and eps 1e-3.
+# authors' code: PyTorch BatchNorm momentum 0.01 and eps 1e-3.
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
 
 
 def _norm_act(spatial_dims: int, channels: int) -> nn.Sequential:
-    """BatchNorm (momentum 0.01, eps 1e-3) followed by a per-channel PReLU initialised at 0 [code]."""
+    """BatchNorm (momentum 0.01, eps 1e-3) followed by a per-channel PReLU initialised at 0 (authors' code)."""
     return nn.Sequential(
         Norm[Norm.BATCH, spatial_dims](channels, eps=BN_EPS, momentum=BN_MOMENTUM),
         nn.PReLU(num_parameters=channels, init=0.0),
@@ -97,9 +97,9 @@ class AddUpsample(nn.Module):
 
 
 class AsymmetricResidualUNet(nn.Module):
-    """uResNet of seed 003: residual encoder, additive skips, light decoder; outputs per-voxel class logits.
+    """uResNet of Clèrigues et al. 2020: residual encoder, additive skips, light decoder; per-voxel class logits.
 
-    Layout (seed 003 Fig. 2, [code]): conv 3 -> f0; per level ``k`` an encoder :class:`PreActResidualBlock`
+    Layout (Fig. 2 and the authors' code): conv 3 -> f0; per level ``k`` an encoder :class:`PreActResidualBlock`
     (channel dropout at levels 2-4) and, except at the bottom, a :class:`ConcatDownsample` to ``f(k+1) = 2 fk``;
     then per level upwards an :class:`AddUpsample` and a single-conv residual block; BN + PReLU and a conv 3 to
     ``out_channels`` logits (softmax is applied by the loss / post-processing). With the default 8 input

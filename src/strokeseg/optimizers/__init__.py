@@ -1,4 +1,4 @@
-"""Optimisers the seeds use and PyTorch lacks, one module each (import from the submodules): DeepMedic's RMSProp."""
+"""Optimisers the papers use and PyTorch lacks, one module each (import from the submodules): DeepMedic's RMSProp."""
 
 from __future__ import annotations
 

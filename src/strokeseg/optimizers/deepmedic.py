@@ -1,10 +1,10 @@
 """DeepMedic's optimiser: RMSProp with ε inside the square root and normalised Nesterov momentum, L1 + L2 on the
-convolution weights, and its per-epoch learning-rate / momentum schedule (seed 001, Pérez Malla et al., 2019,
+convolution weights, and its per-epoch learning-rate / momentum schedule (Pérez Malla et al., 2019,
 doi:10.3389/fninf.2019.00033, §2.2; Kamnitsas et al., 2017, doi:10.1016/j.media.2016.10.004).
 
 ``torch.optim.RMSprop`` divides by ``sqrt(v) + ε`` (DeepMedic: ``sqrt(v + ε)``, with ε = 1e-4 a large
 difference) and has neither Nesterov nor normalised momentum, hence this class. One step, per parameter ``θ`` with
-gradient ``g`` (DeepMedic's ``RmsPropOptimizer``, [dm] in the method sheet)::
+gradient ``g`` (``RmsPropOptimizer`` of DeepMedic v0.6.1)::
 
     g <- g + l1 * sign(θ) + 2 * l2 * θ                        (weights of groups with l1 / l2 only)
     v <- ρ v + (1 - ρ) g²
@@ -31,14 +31,14 @@ class DeepMedicRMSprop(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups (see :func:`deepmedic_parameter_groups` for L1 / L2 groups).
-        lr: learning rate (seed 001 §2.2: 1e-3 at the start).
+        lr: learning rate (Pérez Malla et al. 2019, §2.2: 1e-3 at the start).
         rho: decay of the squared-gradient average (0.9).
         eps: added to the squared-gradient average inside the square root (1e-4).
         momentum: μ (0.6 at the start, raised to 0.9 by :class:`DeepMedicSchedule`).
         nesterov: Nesterov momentum (DeepMedic's ``classicMomentum0OrNesterov1 = 1``).
         normalised: scale the gradient step by ``1 - μ`` (``momentumTypeNONNormalized0orNormalized1 = 1``).
-        l1: L1 regularisation weight of the cost (seed 001: 1e-6).
-        l2: L2 regularisation weight of the cost ``l2 * Σ θ²`` (seed 001: 1e-4).
+        l1: L1 regularisation weight of the cost (Pérez Malla et al. 2019: 1e-6).
+        l2: L2 regularisation weight of the cost ``l2 * Σ θ²`` (Pérez Malla et al. 2019: 1e-4).
 
     Raises:
         ValueError: a negative rate, ρ outside [0, 1), μ outside [0, 1) or a non-positive ε.
@@ -126,8 +126,8 @@ def deepmedic_parameter_groups(network: nn.Module, l1: float = 1e-6, l2: float =
 
 class DeepMedicSchedule:
     """Set every group's learning rate and momentum at the start of each epoch: the rate decays exponentially from
-    its initial value to ``lr_end`` at the last epoch, the momentum rises linearly to ``momentum_end`` (seed 001
-    §2.2: 1e-3 -> 1e-4, 0.6 -> 0.9, "started to lower at epoch 1").
+    its initial value to ``lr_end`` at the last epoch, the momentum rises linearly to ``momentum_end`` (Pérez Malla et
+    al. 2019, §2.2: 1e-3 -> 1e-4, 0.6 -> 0.9, "started to lower at epoch 1").
 
     The values follow from ``engine.state.epoch`` alone, so a resumed run continues the schedule. The initial
     values are the groups' values when the schedule is built (or ``lr_start`` / ``momentum_start``).

@@ -1,11 +1,11 @@
 """Post-processing of predicted probability maps, composable in a bundle's ``postprocessing`` (import
 from the submodules).
 
-- :mod:`~strokeseg.postprocessing.morphology` — ``BinaryClosing(d)`` with a ball (FH, seed 001).
-- :mod:`~strokeseg.postprocessing.lesion_size` — ``RemoveSmallLesions(d)`` (seed 003).
+- :mod:`~strokeseg.postprocessing.morphology` — ``BinaryClosing(d)`` with a ball (FH, Pérez Malla et al. 2019).
+- :mod:`~strokeseg.postprocessing.lesion_size` — ``RemoveSmallLesions(d)`` (Clèrigues et al. 2020).
 - :mod:`~strokeseg.postprocessing.smoothing` — ``SliceMedianSmooth(d)``, the per-slice 2-D median of the
-  soft map (seed 002).
-- :mod:`~strokeseg.postprocessing.fusion` — Bayes fusion of instance and pixel probabilities (seed 000).
+  soft map (Liu et al. 2018, MS-DCNN).
+- :mod:`~strokeseg.postprocessing.fusion` — Bayes fusion of instance and pixel probabilities (Chen et al. 2017).
 - :mod:`~strokeseg.postprocessing.argmax` — ``ChannelArgmax(d)``, ``AsDiscrete(argmax=True)`` without the slow
   ``torch.argmax`` over a leading channel axis (same indices).
 
@@ -13,7 +13,7 @@ Two steps need no code of ours:
 
 - fixed or fitted threshold: MONAI ``AsDiscreted(keys="pred", threshold=t)`` (lesion where
   ``prob >= t``, the convention the threshold fits use);
-- fold ensemble (seed 003): MONAI ``MeanEnsembled(keys=["pred0", …, "predK"], output_key="pred")``
+- fold ensemble (Clèrigues et al. 2020): MONAI ``MeanEnsembled(keys=["pred0", …, "predK"], output_key="pred")``
   averages the k fold models' probability maps voxel by voxel (the maps must share a grid; tested).
 
 Every tuned value (threshold, closing iterations, S_min) is fitted on validation folds only by

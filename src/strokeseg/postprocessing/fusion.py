@@ -1,6 +1,6 @@
-"""Fusion of an instance-level probability (MUSCLE Net) with pixel-level probabilities (EDD Net), seed 000 §3.2.
+"""Fusion of an instance-level probability (MUSCLE Net) with pixel-level ones (EDD Net), Chen et al. 2017, §3.2.
 
-Seed 000 says only that the two are combined "with Bayes' theorem". The formula here is our reading of it
+Chen et al. 2017 say only that the two are combined "with Bayes' theorem". The formula here is our reading of it
 (an assumption, listed in the EDD model card): the two probabilities are treated as independent evidence for the
 same event with a uniform prior of 0.5, which gives the normalised product ``p_pix·p_inst / (p_pix·p_inst +
 (1 − p_pix)(1 − p_inst))``. :func:`hard_reject` is the alternative reading, one decision per candidate: drop the
@@ -30,11 +30,11 @@ CONTRADICTION_VALUE = 0.5
 
 
 def bayes_fusion(p_pix: NdarrayOrTensor, p_inst: NdarrayOrTensor | float) -> NdarrayOrTensor:
-    """Fuse two independent probabilities of the same event with Bayes' theorem (seed 000 §3.2):
+    """Fuse two independent probabilities of the same event with Bayes' theorem (Chen et al. 2017, §3.2):
 
     ``p = p_pix·p_inst / (p_pix·p_inst + (1 − p_pix)(1 − p_inst))``.
 
-    The formula is ours: seed 000 names Bayes' theorem without one; this is the posterior of two conditionally
+    The formula is ours: Chen et al. 2017 name Bayes' theorem without one; this is the posterior of two conditionally
     independent pieces of evidence under a uniform prior of 0.5 (the per-pixel normalised product).
 
     ``p_inst = 0.5`` leaves ``p_pix`` unchanged (up to rounding); the result grows with both inputs. Where the
@@ -65,8 +65,9 @@ def hard_reject(
 ) -> NdarrayOrTensor:
     """Per-candidate decision: 0 where ``p_inst < threshold`` (MUSCLE rejects the candidate), ``p_pix`` elsewhere.
 
-    Not in seed 000 (whose text says "Bayes' theorem"); the alternative to :func:`bayes_fusion` that the EDD model
-    card reports beside it. Element-wise with broadcasting, on numpy arrays or torch tensors (the type of ``p_pix``).
+    Not in Chen et al. 2017 (whose text says "Bayes' theorem"); the alternative to :func:`bayes_fusion` that the EDD
+    model card reports beside it. Element-wise with broadcasting, on numpy arrays or torch tensors (the type of
+    ``p_pix``).
 
     Args:
         p_pix: pixel probabilities in ``[0, 1]``.

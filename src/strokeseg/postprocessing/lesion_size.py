@@ -1,4 +1,4 @@
-"""Minimum lesion size: drop connected components smaller than S_min voxels (seed 003 §3.5).
+"""Minimum lesion size: drop connected components smaller than S_min voxels (Clèrigues et al. 2020, §3.5).
 
 The transform keeps MONAI's ``RemoveSmallObjects`` interface (``min_size``, ``connectivity``,
 ``independent_channels``, ``by_measure``, ``pixdim``) but labels lesions with the package's one
@@ -6,7 +6,7 @@ connected-component helper (:func:`strokeseg.lesions.remove_small_components`) i
 scikit-image call, for three reasons: full connectivity by default (26 neighbours in 3-D, exactly the
 components of the lesion-wise metrics and of the grid search) instead of MONAI's faces-only default; each
 channel filtered on its own (MONAI labels the whole ``(C, ...)`` array, so lesions of adjacent channels
-would join); and seed 003's "smaller than S_min" on every scikit-image version (0.26 made MONAI's call
+would join); and the "smaller than S_min" of Clèrigues et al. 2020 on every scikit-image version (0.26 made MONAI's call
 remove objects of exactly ``min_size`` voxels too). The (T_h, S_min) grid search that fits S_min is
 :func:`strokeseg.fitting.lesion_size.grid_search_threshold_size`.
 """

@@ -1,4 +1,4 @@
-"""Binary closing with a ball ("FH", filling holes; seed 001 §2.4.2); the fit of its iteration count is
+"""Binary closing with a ball ("FH", filling holes; Pérez Malla et al. 2019, §2.4.2); the fit of its iteration count is
 :func:`strokeseg.fitting.closing.fit_closing_iterations`.
 
 MONAI has no morphological closing transform, and ``scipy.ndimage.binary_closing`` treats everything
@@ -24,7 +24,7 @@ from strokeseg.lesions import union_bounding_box
 
 __all__ = ["FH_RADIUS", "binary_closing", "BinaryClosing", "BinaryClosingd"]
 
-FH_RADIUS = 3  # seed 001 §2.4.2: structuring element a 3D ball of radius 3 voxels
+FH_RADIUS = 3  # Pérez Malla et al. 2019, §2.4.2: structuring element a 3D ball of radius 3 voxels
 
 
 def binary_closing(mask: np.ndarray, radius: int = FH_RADIUS, iterations: int = 1) -> np.ndarray:
@@ -64,12 +64,12 @@ def binary_closing(mask: np.ndarray, radius: int = FH_RADIUS, iterations: int = 
 
 
 class BinaryClosing(Transform):
-    """Close each channel of a channel-first binary mask ``(C, H, W[, D])`` with a ball (seed 001's FH).
+    """Close each channel of a channel-first binary mask ``(C, H, W[, D])`` with a ball (FH, Pérez Malla et al. 2019).
 
     MetaTensor in ⇒ MetaTensor out with the same affine and meta; dtype and device are kept.
 
     Args:
-        radius: ball radius in voxels (default 3, seed 001).
+        radius: ball radius in voxels (default 3, Pérez Malla et al. 2019).
         iterations: dilation/erosion repetitions (fit with
             :func:`strokeseg.fitting.closing.fit_closing_iterations` on validation).
     """

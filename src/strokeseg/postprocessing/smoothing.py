@@ -1,4 +1,4 @@
-"""2-D median filter of a soft segmentation map, slice by slice (seed 002 §3.1: median filtering of the
+"""2-D median filter of a soft segmentation map, slice by slice (Liu et al. 2018, MS-DCNN, §3.1: median filtering of the
 soft output before thresholding).
 
 MONAI's ``MedianSmooth`` with radius ``(r, r, 0)`` is exactly a per-slice 2-D median (kernel
@@ -27,7 +27,7 @@ from monai.utils import convert_to_dst_type
 
 __all__ = ["MEDIAN_RADIUS", "SliceMedianSmooth", "SliceMedianSmoothd", "SliceMedianThreshold", "SliceMedianThresholdd"]
 
-# seed 002 leaves the kernel size unstated; a 5 × 5 window (radius 2) is the assumption of method-msdcnn.md
+# Liu et al. 2018 (MS-DCNN) leave the kernel size unstated; a 5 × 5 window (radius 2) is our assumption (model card)
 MEDIAN_RADIUS = 2
 
 

@@ -59,7 +59,7 @@ SMOKE_KNOBS: dict[str, Any] = {
     "num_workers": 0,
     "cache_rate": 0,
 }
-"""Shared top-level knobs (bundles.md) and their values in a smoke run of any bundle."""
+"""Shared top-level knobs (``configs/knobs.json``) and their values in a smoke run of any bundle."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ class LearningRateTensorBoard:
     """Write the learning rate of every parameter group to TensorBoard once per epoch.
 
     MONAI's ``TensorBoardStatsHandler`` logs the engine output and metrics but not the optimiser's
-    learning rate, which the bundles' TensorBoard view must show (bundles.md).
+    learning rate, which the bundles' TensorBoard view must show.
 
     Args:
         log_dir: TensorBoard log folder.

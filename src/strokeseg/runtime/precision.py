@@ -3,7 +3,7 @@
 ``auto`` (the default of every bundle) runs the networks under bfloat16 autocast where the hardware computes bf16
 natively — a CPU with the ``avx512_bf16`` or ``amx_bf16`` flag, or a CUDA GPU that reports bf16 support — and in
 float32 everywhere else: without those flags oneDNN emulates bf16 through fp32, which on this project's
-machines was 20–40× slower than fp32 (issue 11). ``fp32`` and ``bf16`` force one or the other (``bf16`` on a
+machines was 20–40× slower than fp32. ``fp32`` and ``bf16`` force one or the other (``bf16`` on a
 machine without native support is allowed, with a warning, for agreement checks). The decision is taken at run
 time from what the machine has, never hard-coded, and logged once per process and device.
 

@@ -119,7 +119,7 @@ def evaluate(
         out: report folder (metrics.csv, summary.json, summary.md, figures/).
         threshold: binarisation threshold for soft predictions.
         connectivity: connected-component connectivity (default: full for the chosen dimensionality).
-        per_slice: lesion-wise metrics on 2-D components per axial slice (as seed 000 did).
+        per_slice: lesion-wise metrics on 2-D components per axial slice (as Chen et al. 2017 did).
         small_lesion_voxels: mean lesion size splitting small/large cases (default: the cohort mean).
         figures: write PNG figures.
         allow_missing: evaluate the cases present on both sides and warn about the others (default: error).
@@ -142,7 +142,7 @@ def evaluate(
 
 
 def verify(bundle: str, workdir: str | None = None, train: bool = True, small_export: bool = False) -> str:
-    """Run every check of bundles.md on BUNDLE offline and print a pass/fail line per check.
+    """Run the offline bundle checks (``strokeseg.tools.verify``) on BUNDLE and print a pass/fail line per check.
 
     Args:
         bundle: bundle folder, e.g. ``bundles/stroke_dwi_edd_muscle``.
@@ -169,7 +169,7 @@ def bench(
     variants: str = "all",
     **overrides,
 ) -> str:
-    """Measure the performance ratios of performance.md and write ``bench.json`` + ``bench.md``.
+    """Measure the performance ratios of docs/performance.md and write ``bench.json`` + ``bench.md``.
 
     Args:
         bundles: comma-separated bundle names (default: all) or ``synth`` / ``evaluate`` for the

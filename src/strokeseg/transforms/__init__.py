@@ -1,4 +1,4 @@
-"""MONAI-style transforms (array + dictionary versions) the seeds need and MONAI lacks."""
+"""MONAI-style transforms (array + dictionary versions) the five papers need and MONAI lacks."""
 
 from __future__ import annotations
 

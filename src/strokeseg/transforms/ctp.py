@@ -1,10 +1,10 @@
 """CT perfusion map transforms of the MS-DCNN bundle: per-map z-score inside one shared brain mask.
 
-Liu et al., MS-DCNN, BrainLes 2018 (seed 002, §3.1) feed ISLES 2018 CT perfusion maps (Tmax, CBF, CBV, MTT) as
+Liu et al., MS-DCNN, BrainLes 2018 (§3.1) feed ISLES 2018 CT perfusion maps (Tmax, CBF, CBV, MTT) as
 2-D slices resized to 160 × 160 and do not say how the maps are normalised; we assume a per-case, per-map
-z-score inside the brain (method sheet). The slice resizing and its inversion are MONAI's ``Resized`` with
-``spatial_size=(160, 160, -1)`` and ``Invertd`` in the bundle configs (slice count kept, any slab thickness);
-:data:`SLICE_SIZE` is that size.
+z-score inside the brain (listed among the assumptions of the bundle's model card). The slice resizing and its
+inversion are MONAI's ``Resized`` with ``spatial_size=(160, 160, -1)`` and ``Invertd`` in the bundle configs
+(slice count kept, any slab thickness); :data:`SLICE_SIZE` is that size.
 
 Why not MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``: it takes each channel's *own* non-zero
 voxels as its mask, and a perfusion map is legitimately 0 inside the brain (Tmax of well-perfused tissue is
@@ -35,7 +35,7 @@ __all__ = [
     "BrainMaskNormalizeIntensityDict",
 ]
 
-#: in-plane size of the network input, seed 002 §3.1 ("all CT sequences are resized to 160 × 160")
+#: in-plane size of the network input, Liu et al. 2018, §3.1 ("all CT sequences are resized to 160 × 160")
 SLICE_SIZE: tuple[int, int] = (160, 160)
 
 

@@ -1,4 +1,4 @@
-"""Balanced 3-D training patches of seed 003 (§3.3): lesion-centred with a random offset + a regular brain grid.
+"""Balanced 3-D training patches (Clèrigues et al. 2020, §3.3): lesion-centred with a random offset + a brain grid.
 
 Clèrigues A et al. Acute and sub-acute stroke lesion segmentation from multimodal MRI. Comput Methods Programs
 Biomed 194 (2020) 105521, doi:10.1016/j.cmpb.2020.105521.
@@ -36,8 +36,9 @@ __all__ = [
     "RandBalancedPatches3DDict",
 ]
 
-URESNET_PATCH_SIZE = (24, 24, 16)  # seed 003 §3.3
-AUGMENTATIONS = ("none", "flip", "rot90", "rot180", "rot270")  # seed 003 §3.3: sagittal reflection, axial rotations
+URESNET_PATCH_SIZE = (24, 24, 16)  # Clèrigues et al. 2020, §3.3
+# Clèrigues et al. 2020, §3.3: sagittal reflection, axial rotations
+AUGMENTATIONS = ("none", "flip", "rot90", "rot180", "rot270")
 
 
 def grid_centres(mask: torch.Tensor, step: Sequence[int]) -> torch.Tensor:
@@ -83,8 +84,8 @@ def _augment(patch: torch.Tensor, op: str) -> torch.Tensor:
 class RandBalancedPatches3D(Randomizable, Transform, MultiSampleTrait):
     """Draw ``num_samples`` patches of ``(C, X, Y, Z)`` image + ``(1, X, Y, Z)`` label, half on lesions, half on brain.
 
-    Each patch is a lesion patch with probability ``lesion_ratio`` (0.5 in seed 003): a lesion voxel is drawn
-    uniformly and the patch centre is moved from it by a uniform integer offset in ``(-s/2, s/2]`` per axis
+    Each patch is a lesion patch with probability ``lesion_ratio`` (0.5 in Clèrigues et al. 2020): a lesion voxel is
+    drawn uniformly and the patch centre is moved from it by a uniform integer offset in ``(-s/2, s/2]`` per axis
     (``offset=True``), so the voxel lands anywhere inside the patch; it is then, with ``augment=True``, reflected
     sagittally or rotated by 90/180/270 degrees in the axial plane (each of the five options, identity included,
     equally likely), image and label alike. Other patches are centred on healthy brain voxels: with
@@ -93,7 +94,7 @@ class RandBalancedPatches3D(Randomizable, Transform, MultiSampleTrait):
     with each channel's minimum (the background), labels with 0.
 
     Args:
-        patch_size: patch size (24 x 24 x 16 in seed 003); rotations need equal sizes on axes 0 and 1.
+        patch_size: patch size (24 x 24 x 16 in Clèrigues et al. 2020); rotations need equal sizes on axes 0 and 1.
         num_samples: patches per call.
         lesion_ratio: probability of a lesion patch.
         offset: random offset of lesion patches (False: centred on the lesion voxel, the "Baseline").

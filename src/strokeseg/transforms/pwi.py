@@ -1,6 +1,6 @@
 """CT perfusion inputs of the CTP → DWI GAN: PWI_max, brain-masked z-scores, the 5-channel stack.
 
-Pengbo Liu, BrainLes 2018 (seed 004, §2.1): the network input is CT_MTT, CT_Tmax, CT_CBV, CT_CBF and
+Pengbo Liu, BrainLes 2018 (CTP→DWI GAN, §2.1): the network input is CT_MTT, CT_Tmax, CT_CBV, CT_CBF and
 "PWI_max", the maximum of the 4-D CT perfusion series (CT_4DPWI) over time, each normalised. MONAI has no
 reduction over a NIfTI's time axis that copes with how perfusion series are stored (time as the 4th axis, a
 5-D file with time as the 5th after a singleton 4th, or a series of length 1), hence the perfusion maximum; the
@@ -42,10 +42,10 @@ __all__ = [
 ]
 
 CTP_MAPS: tuple[str, ...] = ("CT_MTT", "CT_Tmax", "CT_CBV", "CT_CBF")
-"""Perfusion maps of the input, in the paper's channel order (seed 004 §2.1)."""
+"""Perfusion maps of the input, in the paper's channel order (P. Liu 2018, §2.1)."""
 
 CTP_CHANNELS: tuple[str, ...] = (*CTP_MAPS, "PWI_max")
-"""The five input channels of the generator (seed 004 §3.1: input ``(B, 5, 256, 256)``)."""
+"""The five input channels of the generator (P. Liu 2018, §3.1: input ``(B, 5, 256, 256)``)."""
 
 
 def check_series_shape(shape: Sequence[int], name: str) -> None:
@@ -181,7 +181,7 @@ class BrainZScore(Transform):
 
     The mask is given to ``__call__`` (``(1, *spatial)`` or ``(*spatial)``, non-zero = brain). ISLES 2018 perfusion
     maps are zero outside the brain while CT_4DPWI (and DWI) are not skull-stripped, so the maps' support is the
-    brain mask of every channel (seed 004 §2.1 says only "normalize"; the brain restriction is our assumption).
+    brain mask of every channel (P. Liu 2018, §2.1, says only "normalize"; the brain restriction is our assumption).
     Unlike :class:`strokeseg.transforms.ctp.BrainMaskNormalizeIntensity`, which takes the mask from the image it
     normalises, the mask here comes from elsewhere (the maps), so that PWI_max and the real DWI, which are
     non-zero on the skull and in the air, are normalised over the same brain voxels. The z-score is

@@ -1,10 +1,10 @@
-"""Lesion-centred 2-D training patches with a random offset (EDD Net, seed 000 §4.2), and the paper's case weighting.
+"""Lesion-centred 2-D training patches with a random offset (Chen et al. 2017, §4.2), and the paper's case weighting.
 
 Each lesion patch is cut around a random lesion voxel, with that voxel placed at a uniformly random position
 inside the patch, so the patches mix lesion and tissue; a share of patches is taken around random brain voxels
 with no requirement on lesion. A random rotation is applied while cutting (the patch is a rotated window of the
 slice), so rotated patches have no zero-filled corners. :func:`lesion_area_sampler` draws the training cases in
-proportion to their lesion area, which is how seed 000's one-patch-per-lesion-pixel scheme weights the cases.
+proportion to their lesion area, which is how Chen et al. 2017's one-patch-per-lesion-pixel scheme weights the cases.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ __all__ = [
     "PATCH_WEIGHTINGS",
 ]
 
-# seed 000, Table 3: 64 × 64 training patches gave the best Dice.
+# Chen et al. 2017, Table 3: 64 × 64 training patches gave the best Dice.
 EDD_PATCH_SIZE = (64, 64)
-# Not in seed 000 (method sheet knob): a small share of lesion-agnostic patches so the net also sees healthy slices.
+# Not in Chen et al. 2017 (a knob of ours): a small share of lesion-agnostic patches so the net sees healthy slices.
 DEFAULT_BACKGROUND_RATIO = 0.1
-# How training cases are weighted: "lesion_area" = seed 000 §4.2 (one patch per lesion pixel, so a case counts in
-# proportion to its lesion area); "case" = every case drawn equally often (samples_per_case patches each).
+# How training cases are weighted: "lesion_area" = Chen et al. 2017, §4.2 (one patch per lesion pixel, so a case
+# counts in proportion to its lesion area); "case" = every case drawn equally often (samples_per_case patches each).
 PATCH_WEIGHTINGS = ("lesion_area", "case")
 
 
@@ -77,15 +77,15 @@ class RandLesionPatch2D(Randomizable, Transform, MultiSampleTrait):
 
     Lesion patches: a lesion voxel ``(x, y, z)`` is drawn uniformly among all label voxels > 0 and placed at a
     uniformly random pixel ``(u, v)`` of the patch, i.e. the patch covers rows ``x - u … x - u + h - 1`` and
-    columns ``y - v … y - v + w - 1`` of slice ``z`` (seed 000 §4.2). Each patch is a background patch with
+    columns ``y - v … y - v + w - 1`` of slice ``z`` (Chen et al. 2017, §4.2). Each patch is a background patch with
     probability ``background_ratio``: the same construction around a random brain voxel (any image channel
     != 0), so it always touches the brain; a volume without lesion gives background patches only, one without
     brain voxels patches around random voxels. All draws use ``self.R`` at once (no loop over voxels).
 
     MONAI's ``RandCropByPosNegLabel`` centres crops on voxels and shifts crops back inside the image, which
-    removes the random offset of seed 000 and cannot cut a 2-D patch out of a 3-D volume, hence this transform.
+    removes the random offset of Chen et al. 2017 and cannot cut a 2-D patch out of a 3-D volume, hence this transform.
 
-    Rotation (seed 000 §4.2 "randomly rotated", range not given): with probability ``rotation_prob`` a patch
+    Rotation (Chen et al. 2017, §4.2: "randomly rotated", range not given): with probability ``rotation_prob`` a patch
     is cut as a window of the slice turned by an angle drawn uniformly in ``[-rotation_range, rotation_range]``
     about the drawn voxel, so that voxel stays at ``(u, v)`` and the patch is filled with slice content to its
     corners (MONAI's ``RandRotated`` on the cut patch would fill the corners with a constant, which is not the
@@ -96,7 +96,7 @@ class RandLesionPatch2D(Randomizable, Transform, MultiSampleTrait):
     Where a patch leaves the slice it is padded: images with ``image_pad_value``, labels with 0.
 
     Args:
-        patch_size: ``(h, w)`` of the patches (64 × 64 in seed 000) or one int.
+        patch_size: ``(h, w)`` of the patches (64 × 64 in Chen et al. 2017) or one int.
         num_samples: number of patches per call.
         background_ratio: probability of a patch being a lesion-agnostic brain patch (default 0.1).
         image_pad_value: value outside the slice for images; ``None`` = each channel's volume minimum. The
@@ -292,7 +292,7 @@ class RandLesionPatch2Dd(Randomizable, MapTransform, MultiSampleTrait):
     Args:
         keys: keys of the ``(C, H, W, D)`` volumes to cut (images and label).
         label_key: key of the lesion reference (voxels > 0 are lesion); padded with 0.
-        patch_size: ``(h, w)`` (64 × 64 in seed 000).
+        patch_size: ``(h, w)`` (64 × 64 in Chen et al. 2017).
         num_samples: patches per case.
         background_ratio: probability of a lesion-agnostic brain patch (default 0.1).
         image_key: key whose non-zero voxels are the brain (default: the first key that is not ``label_key``).
@@ -417,7 +417,7 @@ def lesion_area_sampler(
 ) -> torch.utils.data.WeightedRandomSampler | None:
     """Case sampler of the EDD training loader for a patch ``weighting`` (a bundle knob).
 
-    ``"lesion_area"`` (seed 000 §4.2): the paper takes one patch per lesion pixel, so a case contributes in
+    ``"lesion_area"`` (Chen et al. 2017, §4.2): the paper takes one patch per lesion pixel, so a case contributes in
     proportion to its lesion area. Drawing ``len(data)`` cases per epoch with replacement, with probability
     proportional to :func:`lesion_areas`, and ``samples_per_case`` patches around uniformly drawn lesion pixels
     of each, gives every lesion pixel of the training set the same expected number of patches: the paper's

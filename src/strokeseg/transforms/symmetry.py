@@ -1,4 +1,4 @@
-"""Symmetric modalities (seed 003 §3.1): each modality mirrored about the mid-sagittal plane, registered back.
+"""Symmetric modalities (Clèrigues et al. 2020, §3.1): each modality mirrored left-right, registered back.
 
 Clèrigues A, Valverde S, Bernal J, Freixenet J, Oliver A, Lladó X. Acute and sub-acute stroke lesion
 segmentation from multimodal MRI. Comput Methods Programs Biomed 194 (2020) 105521, doi:10.1016/j.cmpb.2020.105521.
@@ -50,8 +50,8 @@ __all__ = [
     "SymmetricModalitiesDict",
 ]
 
-DEFAULT_REGISTRATION_SPACING = 3.0  # mm; not in seed 003: a rigid fit of a whole head needs no finer grid
-DEFAULT_SHRINK_FACTORS = (2, 1)  # multi-resolution levels on the registration grid (sheet: 4/2/1 at 1 mm)
+DEFAULT_REGISTRATION_SPACING = 3.0  # mm; not in Clèrigues et al. 2020: a rigid fit of a whole head needs no finer grid
+DEFAULT_SHRINK_FACTORS = (2, 1)  # multi-resolution levels on the registration grid (4/2/1 suggested for a 1 mm grid)
 DEFAULT_ITERATIONS = 200
 DEFAULT_SAMPLING = 0.25  # share of the (small) registration grid's voxels the metric samples per iteration
 HISTOGRAM_BINS = 32
@@ -221,7 +221,7 @@ class SymmetricModalities(Transform):
     (:func:`register_mirror`), so the contralateral tissue of every voxel sits in the same voxel.
 
     Args:
-        reference_channel: channel registered (seed 003 registers one modality and reuses the transform).
+        reference_channel: channel registered (Clèrigues et al. 2020 register one modality and reuse the transform).
         registration_spacing, shrink_factors, iterations, sampling, seed: see :func:`register_mirror`.
         cache_dir: optional folder of per-case transforms (``<sha1>.json``); ``None`` registers on every call.
 

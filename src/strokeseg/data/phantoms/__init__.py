@@ -1,4 +1,4 @@
-"""Synthetic stroke phantoms written in the on-disk layouts of the ISLES releases (data.md §2).
+"""Synthetic stroke phantoms written in the on-disk layouts of the ISLES releases.
 
 Built on the MNI ICBM152 2009a template that ships with nilearn: per case a random deformation,
 1-5 lesions (core ⊂ penumbra) in one hemisphere and vascular territory, dataset-specific contrasts,

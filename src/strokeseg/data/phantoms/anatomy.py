@@ -9,7 +9,7 @@ called directly because the coordinates are computed here, not from an affine al
 
 The displacement field has a mirror-symmetric part about the template's mid-sagittal plane, so the
 subject's hemispheres stay homologous (the template itself is symmetric) and a lesion can be compared with
-its mirror voxels, plus a small asymmetric part (``asymmetry_mm``, issue 12): healthy brains are not
+its mirror voxels, plus a small asymmetric part (``asymmetry_mm``): healthy brains are not
 mirror images, and perfectly symmetric phantoms would make mirrored-modality features an unrealistically
 perfect lesion detector. :func:`hemispheric_gain` adds the matching few-percent intensity difference between
 the hemispheres. Both are drawn from child generators (``Generator.spawn``), so the patient's other draws
@@ -43,10 +43,10 @@ __all__ = [
     "hemispheric_gain",
 ]
 
-_MAX_ROTATION_DEG = 10.0  # data.md §2 step 1
-_MAX_SCALING = 0.08  # data.md §2 step 1
+_MAX_ROTATION_DEG = 10.0  # head pose: rotation up to ±10° about each axis
+_MAX_SCALING = 0.08  # head size: scaling up to ±8 % per axis
 _ELASTIC_SPACING_MM = 20.0
-# issue 12: natural left-right asymmetry of healthy brains, a few mm of shape and a few percent of intensity
+# natural left-right asymmetry of healthy brains, a few mm of shape and a few percent of intensity
 ASYMMETRY_MM = 1.5
 HEMISPHERIC_GAIN_RANGE = (0.01, 0.03)
 _HEMISPHERIC_TRANSITION_MM = 10.0
@@ -109,7 +109,7 @@ def random_deformation(
         brain_centre_mm: template point that lands near the world origin (a few mm of jitter).
         elastic_mm: largest elastic displacement before symmetrisation.
         asymmetry_mm: largest displacement of the added asymmetric component (0: perfectly symmetric
-            hemispheres, the phantoms before issue 12); drawn from ``rng.spawn`` so ``rng``'s stream is unchanged.
+            hemispheres, as in the early phantoms); drawn from ``rng.spawn`` so ``rng``'s stream is unchanged.
     """
     angles = rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG, size=3)
     rotation = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()

@@ -53,7 +53,7 @@ __all__ = [
     "synthesize_case",
 ]
 
-# which lesion channel each dataset delineates (data.md §2 step 2)
+# which lesion channel each dataset's reference mask delineates
 LABEL_CHANNEL = {
     "isles2015_siss": "core",
     "isles2015_spes": "penumbra",
@@ -359,7 +359,7 @@ def synthesize_case(
     stripped_tissue = tissue.without_head() if stripped else tissue
     maps = lesion_maps(lesions, deformation, work, tissue.parenchyma)
     bias = bias_field(work.shape, crng, level.bias)
-    bias = bias * hemispheric_gain(deformation, work, crng.spawn(1)[0])  # issue 12: hemispheres differ a little
+    bias = bias * hemispheric_gain(deformation, work, crng.spawn(1)[0])  # healthy hemispheres differ a little
     brain_index = np.flatnonzero(brain) if stripped else None
     compact: dict[str, object] = {}
     spots = None

@@ -1,4 +1,4 @@
-"""Tissue and lesion contrasts of the phantoms (data.md §2 table), drawn per case, and noise-free rendering
+"""Tissue and lesion contrasts of the phantoms (the tables below), drawn per case, and noise-free rendering
 of the anatomical images (DWI, ADC, FLAIR, T1/T1c, T2, non-contrast CT).
 
 Every table value is varied by up to ±15 % per case; the lesion's departure from normal tissue is
@@ -16,7 +16,7 @@ from strokeseg.data.phantoms.lesions import LesionMaps
 
 __all__ = ["TISSUE_VALUES", "LESION_RULES", "draw_contrasts", "render_anatomical"]
 
-# data.md §2 table (WM, GM, CSF) plus head layers outside the brain (skull, scalp) for the
+# typical brain tissue values (WM, GM, CSF) plus head layers outside the brain (skull, scalp) for the
 # non-skull-stripped layouts: cortical bone / fat-rich scalp, typical values
 TISSUE_VALUES: dict[str, dict[str, float]] = {
     "dwi": {"wm": 1.0, "gm": 1.1, "csf": 0.3, "skull": 0.03, "scalp": 0.15},
@@ -56,7 +56,7 @@ def draw_contrasts(rng: np.random.Generator, difficulty: Difficulty, subacute: b
     for modality, table in TISSUE_VALUES.items():
         for key, value in table.items():
             values[f"{modality}.{key}"] = _vary(rng, value, 0.03 if modality == "ct" else 0.12)
-    # lesion values: data.md §2 table, drawn inside its ranges, departure scaled by the difficulty
+    # lesion values: drawn inside typical ranges, departure from normal tissue scaled by the difficulty
     values["dwi.core_ratio"] = 1.0 + (rng.uniform(1.75, 2.35) - 1.0) * c
     values["dwi.penumbra_ratio"] = 1.0 + (rng.uniform(1.02, 1.15) - 1.0) * c
     adc_normal = 0.8

@@ -16,7 +16,8 @@ class Difficulty:
 
     Args:
         name: ``easy`` | ``standard`` | ``hard``.
-        contrast: multiplies the lesion's departure from normal tissue (1 = the data.md table).
+        contrast: multiplies the lesion's departure from normal tissue (1 = the nominal tables of
+            :mod:`strokeseg.data.phantoms.contrasts`).
         size: multiplies lesion radii.
         noise: multiplies the noise standard deviation.
         bias: amplitude of the multiplicative MR bias field (fraction, peak of |log bias|).

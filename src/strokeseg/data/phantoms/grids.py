@@ -1,6 +1,6 @@
 """Native acquisition grids (shape + affine) of each ISLES layout, drawn per case.
 
-Grids follow data.md §1: ISLES 2015 SISS 1 mm iso 230×230×154, SPES 2 mm iso 96×110×72, ISLES 2017
+Grids follow the ISLES releases: ISLES 2015 SISS 1 mm iso 230×230×154, SPES 2 mm iso 96×110×72, ISLES 2017
 thick-slice grids varying per case, ISLES 2018 256×256 slabs of 2-22 slices, ISLES 2022 oblique
 2 mm DWI/ADC and a FLAIR on its own grid. ISLES 2015-2018 are axis-aligned with the x and y axes
 flipped (the LPS storage their ITK-based conversion produced); ISLES 2022 carries oblique affines.
@@ -26,7 +26,7 @@ __all__ = [
 
 LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
 
-# (shape, in-plane FOV mm, slice thickness mm) of typical ISLES 2017 acquisitions (data.md §1)
+# (shape, in-plane FOV mm, slice thickness mm) of typical ISLES 2017 acquisitions
 _ISLES2017_GRIDS = (
     ((192, 192, 19), 230.0, 6.5),
     ((256, 256, 24), 240.0, 6.0),
@@ -94,7 +94,7 @@ def grid_from_centre(
 
 
 def slab_layout(rng: np.random.Generator, slabs: int) -> list[tuple[int, float]]:
-    """Slice count and thickness (mm) of each ISLES 2018 slab of one patient (2-22 slices, data.md §1);
+    """Slice count and thickness (mm) of each ISLES 2018 slab of one patient (2-22 slices);
     the slabs of one patient share the slice thickness."""
     counts = [int(rng.choice([2, 4, 6, 8, 10, 12, 16, 18, 22])) for _ in range(slabs)]
     thickness = 5.0 if max(counts) > 12 else float(rng.choice([5.0, 8.0, 10.0]))

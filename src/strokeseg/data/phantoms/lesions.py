@@ -42,7 +42,7 @@ __all__ = [
 LESION_CHANNELS = ("core", "final", "penumbra")
 LESION_THRESHOLD = 0.5
 # lesion categories of the ISLES 2017 training set: lacunar/subcortical 10, small cortical 7,
-# big cortical/main artery 26 subjects (seed 001, §2.1)
+# big cortical/main artery 26 subjects (Pérez Malla et al. 2019, §2.1)
 CATEGORIES = {"lacunar": 10 / 43, "small_cortical": 7 / 43, "large_cortical": 26 / 43}
 # territory ellipsoids in MNI mm for the right hemisphere (x mirrored for the left): centre, radii
 TERRITORIES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -209,7 +209,7 @@ def draw_lesions(
 
 
 def draw_confounders(rng: np.random.Generator, template: Template, difficulty: Difficulty) -> list[Confounder]:
-    """Bright spots on the brain surface near the sinuses / skull base (the air artefacts of seed 000, §1)."""
+    """Bright spots on the brain surface near the sinuses / skull base (the air artefacts of Chen et al. 2017, §1)."""
     low, high = difficulty.confounders
     count = int(rng.integers(low, high + 1))
     spots = []

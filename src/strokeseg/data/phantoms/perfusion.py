@@ -19,7 +19,7 @@ from strokeseg.data.phantoms.lesions import LesionMaps
 
 __all__ = ["BolusTiming", "PerfusionMaps", "draw_timing", "perfusion_maps", "bolus_series"]
 
-_MIN_PARENCHYMA = 0.3  # below this GM+WM fraction a voxel is CSF: time maps are 0 (data.md §2 table)
+_MIN_PARENCHYMA = 0.3  # below this GM+WM fraction a voxel is CSF: time maps are 0
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class BolusTiming:
 
 
 def draw_timing(rng: np.random.Generator, modality: str) -> BolusTiming:
-    """Bolus timing of a CT (40-60 frames at 1 s) or MR DSC (40-80 frames) acquisition (data.md §2)."""
+    """Bolus timing of a CT (40-60 frames at 1 s) or MR DSC (40-80 frames) acquisition."""
     if modality == "ct":
         # GM peak enhancement +20-60 HU: peak = κ·CBV·0.224/β with CBV 4, β ≈ 1.8 s
         return BolusTiming(

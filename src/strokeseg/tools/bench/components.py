@@ -1,7 +1,7 @@
 """Benchmark sections of the shared components: the phantom generator and the evaluation toolkit.
 
-Targets (absolute, indicative on a shared machine): data.md, ≤ 2 s per synthetic case without a 4-D series
-and ≤ 10 s with one, on one core; evaluation spec, 20 cases of 230 × 230 × 154 evaluated in < 30 s on 2 cores.
+Targets (absolute, indicative on a shared machine): phantom synthesis ≤ 2 s per case without a 4-D series
+and ≤ 10 s with one, on one core; evaluation, 20 cases of 230 × 230 × 154 evaluated in < 30 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from strokeseg.tools.bench.phantoms import benchmark_synth
 
 __all__ = ["bench_synth", "bench_evaluate", "SYNTH_TARGETS_S", "EVALUATE_TARGET_S", "QUICK_SYNTH_LAYOUTS"]
 
-#: seconds per case without / with the 4-D series (data.md, "Requirements")
+#: seconds per synthetic case without / with the 4-D series
 SYNTH_TARGETS_S = {"without_series": 2.0, "with_series": 10.0}
-#: seconds for 20 cases of 230 × 230 × 154 (evaluation spec)
+#: seconds to evaluate 20 cases of 230 × 230 × 154
 EVALUATE_TARGET_S = 30.0
 EVALUATE_FULL = {"num_cases": 20, "shape": (230, 230, 154)}
 EVALUATE_QUICK = {"num_cases": 2, "shape": (64, 64, 32)}

@@ -44,8 +44,8 @@ def benchmark_evaluate(num_cases: int = 20, shape: tuple[int, ...] = (230, 230, 
         with_prob: also write a float32 ``<case>_prob.nii.gz`` per case (PR/ROC curves).
 
     Returns:
-        ``{"num_cases", "shape", "with_prob", "seconds", "seconds_per_case", "cpu_count"}``; the target of
-        the evaluation spec is ``seconds < 30`` for 20 cases on 2 cores.
+        ``{"num_cases", "shape", "with_prob", "seconds", "seconds_per_case", "cpu_count"}``; the target is
+        ``seconds < 30`` for 20 cases on 2 cores.
     """
     rng = np.random.default_rng(0)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])

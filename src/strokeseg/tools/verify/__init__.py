@@ -1,4 +1,4 @@
-"""The offline checks every bundle passes (``strokeseg verify BUNDLE``), numbered as in bundles.md.
+"""The offline checks every bundle passes (``strokeseg verify BUNDLE``), numbered as below.
 
 1. ``configs/metadata.json``, ``LICENSE`` and ``configs/inference.json`` exist and the metadata's ``"strokeseg"``
    object describes the bundle (:mod:`strokeseg.runtime.description`: layout, stages, exported networks).
@@ -106,7 +106,7 @@ def _run_check(name: str, check: Callable[[_Context], str], ctx: _Context) -> Ch
 def verify_bundle(
     bundle: str | Path, workdir: str | Path | None = None, train: bool = True, small_export: bool = False
 ) -> VerifyReport:
-    """Run every check of bundles.md on ``bundle`` offline and collect the results.
+    """Run every check listed in the module docstring on ``bundle`` offline and collect the results.
 
     Nothing is written into ``bundle``: exports, synthetic data, a copy of the bundle for the smoke runs
     (whose ``models/`` receives the checkpoints) and the subprocess logs go to ``workdir``.

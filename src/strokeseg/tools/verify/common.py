@@ -33,7 +33,7 @@ MAX_FILE_BYTES = 25_000_000
 """No file in a bundle may be larger (25 MB, the model-zoo limit for files kept in the repository)."""
 
 SMOKE_OVERRIDES: dict[str, str] = {key: str(value) for key, value in SMOKE_KNOBS.items()}
-"""Top-level ids every bundle shares (bundles.md) and the values of a smoke run."""
+"""Top-level ids every bundle shares (``configs/knobs.json``) and the values of a smoke run."""
 
 SMOKE_TIMEOUT_S = 1800
 """Wall-clock limit of one smoke subprocess (one training stage, evaluation or inference)."""
@@ -95,7 +95,7 @@ class CheckResult:
 
     @property
     def number(self) -> int:
-        """The check's number in bundles.md."""
+        """The check's number (the list in :mod:`strokeseg.tools.verify`)."""
         return int(self.name.split(".", 1)[0])
 
     def line(self) -> str:

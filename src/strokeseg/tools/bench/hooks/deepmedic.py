@@ -96,7 +96,7 @@ def bench_hook(context: dict[str, Any]) -> dict[str, Any]:
             "original_whole_process_s": ORIGINAL_WHOLE_PROCESS_S,
             "original_train_segments_per_s": ORIGINAL_TRAIN_SEGMENTS_PER_S,
             "text": (
-                "Original DeepMedic (TensorFlow 2.15 CPU, v0.6.1 architecture, performance.md): "
+                "Original DeepMedic (TensorFlow 2.15 CPU, v0.6.1 architecture, docs/performance.md): "
                 f"{ORIGINAL_FORWARD_S} s forward for 161×161×86, {ORIGINAL_TRAIN_SEGMENTS_PER_S} training "
                 "segments/s (batch 10 of 25³); another 2-core machine, indicative."
             ),

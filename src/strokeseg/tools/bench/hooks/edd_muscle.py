@@ -68,7 +68,7 @@ def bench_hook(context: dict[str, Any]) -> dict[str, Any]:
             "slices_per_scan": PAPER_SLICES_PER_SCAN,
             "aim_seconds_per_scan": PAPER_SECONDS_PER_SCAN,
             "text": (
-                f"Paper anchor (seed 000): {PAPER_SECONDS_PER_SCAN} s per DWI scan of ≈{PAPER_SLICES_PER_SCAN} "
+                f"Paper anchor (Chen et al. 2017): {PAPER_SECONDS_PER_SCAN} s per DWI scan of ≈{PAPER_SLICES_PER_SCAN} "
                 f"slices on a Tesla K80 ({PAPER_EDD_SECONDS_PER_SCAN} s EDD); other hardware, indicative."
             ),
         },

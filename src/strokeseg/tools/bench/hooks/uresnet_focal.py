@@ -98,7 +98,7 @@ def registration_timing(context: Mapping[str, Any]) -> dict[str, Any]:
 def _anchor(p3: Mapping[str, Any] | None, timing: Mapping[str, Any]) -> dict[str, Any]:
     original_ratio = ORIGINAL_PATCH_PREDICTOR_S / ORIGINAL_SLIDING_WINDOW_S
     text = (
-        f"Reference anchors (performance.md; indicative, other code on a similar 2-core machine): the original "
+        f"Reference anchors (docs/performance.md; indicative, other code on a similar 2-core machine): the original "
         f"SUNETx4 patch predictor took ≈ {ORIGINAL_PATCH_PREDICTOR_S / 60:.0f} min for 230×230×154 "
         f"({ORIGINAL_PATCH_PREDICTOR_PATCHES // 1000} k patches), the same network in a 96×96×64 sliding window "
         f"≈ {ORIGINAL_SLIDING_WINDOW_S:.0f} s (ratio {original_ratio:.0f}); the paper: < 3 min per case on a "
