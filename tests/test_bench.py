@@ -581,7 +581,7 @@ def test_bench_cli_takes_checkpoints_for_one_bundle_only(tmp_path: Path):
 
 def test_bench_cli_repeats_and_variants_reach_every_bundle(tmp_path: Path, monkeypatch):
     import strokeseg.tools.bench as bench_module
-    from strokeseg.runtime.knobs import KnobError
+    from strokeseg.knobs import KnobError
     from strokeseg.tools.cli import bench
 
     seen = {}

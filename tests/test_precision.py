@@ -8,7 +8,7 @@ from monai.inferers import SlidingWindowInferer
 
 import strokeseg.runtime.precision as precision
 from strokeseg.inferers.patches import FaithfulPatchInferer
-from strokeseg.runtime.knobs import KnobError
+from strokeseg.knobs import KnobError
 from strokeseg.runtime.precision import PrecisionInferer, as_precision, native_bf16, resolve_precision, use_bf16
 from tests.test_bench import CPUINFO_AMX, CPUINFO_AVX2
 

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from strokeseg.errors import BundleError, DataError
+from strokeseg.knobs import KnobError
 from strokeseg.runtime.errors import ERROR_PREFIX, InputErrorFilter, format_error, input_problem
-from strokeseg.runtime.knobs import KnobError
 
 
 def _wrapped(inner: BaseException) -> RuntimeError:

@@ -191,7 +191,7 @@ def test_config_modules_resolve_names_to_modules(tmp_path, monkeypatch):
     config = {
         "imports": ["$import strokeseg", "$import strokeseg.metrics", "$from strokeseg.transforms import ctp"],
         "net": {"_target_": "strokeseg.networks.uresnet.AsymmetricResidualUNet"},
-        "flag": "$strokeseg.runtime.knobs.as_bool(@x, 'x')",
+        "flag": "$strokeseg.knobs.as_bool(@x, 'x')",
         "handler": {"_target_": "strokeseg.metrics.handlers.CaseMetricsSaver"},
         "source": "strokeseg synthetic phantoms (strokeseg synth isles2018)",
     }
@@ -203,7 +203,7 @@ def test_config_modules_resolve_names_to_modules(tmp_path, monkeypatch):
         "strokeseg.metrics.handlers",
         "strokeseg.networks.uresnet",
         "strokeseg.runtime.hardware",
-        "strokeseg.runtime.knobs",
+        "strokeseg.knobs",
         "strokeseg.transforms.ctp",
     ]
 
@@ -212,7 +212,7 @@ def test_write_inserts_the_section_before_the_references_keeps_words_and_is_idem
     bundle = tmp_path / "demo"
     (bundle / "configs").mkdir(parents=True)
     (bundle / "docs").mkdir()
-    config = {"a": {"_target_": "strokeseg.transforms.io.SaveCasePredictiond"}, "b": "$strokeseg.runtime.knobs.x"}
+    config = {"a": {"_target_": "strokeseg.transforms.io.SaveCasePredictiond"}, "b": "$strokeseg.knobs.x"}
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     card = bundle / "docs" / "README.md"
     card.write_text("# Demo\n\n## Export\n\ntext\n\n## References\n\n- a paper\n")
@@ -221,12 +221,12 @@ def test_write_inserts_the_section_before_the_references_keeps_words_and_is_idem
     text = card.read_text()
     assert text.index("## Export") < text.index(HEADING) < text.index("## References")
     assert card_entries("demo") == {
-        "strokeseg.runtime.knobs": docstring_summary("strokeseg.runtime.knobs"),
+        "strokeseg.knobs": docstring_summary("strokeseg.knobs"),
         "strokeseg.transforms.io": "writing predictions",
     }
     assert write_code_maps() == [] and card.read_text() == text
     assert main([]) == 0
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"a": "$strokeseg.runtime.knobs.x"}))
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"a": "$strokeseg.knobs.x"}))
     assert main([]) == 1
 
 

@@ -19,8 +19,8 @@ import re
 import pytest
 
 import strokeseg.runtime.precision as precision
+from strokeseg.knobs import KnobError
 from strokeseg.runtime.description import BundleDescription
-from strokeseg.runtime.knobs import KnobError
 from strokeseg.tools.bench.agreement import variant_agreement
 from tests.conformance.test_knobs import _referring_items
 
@@ -86,17 +86,3 @@ def test_bf16_and_channels_last_agree_with_fp32(bundle, tmp_path):
             assert r["rel_l2"] <= 0.05, f"{bundle.name} {variant}: relative L2 error {r['rel_l2']:.4f} vs fp32"
         else:
             assert r["rel_l2"] <= 1e-4, f"{bundle.name} {variant}: relative L2 error {r['rel_l2']:.2e} vs fp32"
-
-
-def test_every_overlay_that_replaces_the_imports_keeps_strokeseg_precision(bundle):
-    """An overlay's own ``imports`` list replaces its base's; without the precision module the base's
-    ``use_bf16`` expression fails when the overlay runs (as ``evaluate.json`` once did)."""
-    _needs_real_bundle(bundle)
-    missing = []
-    for path in sorted(bundle.configs.glob("*.json")):
-        if path.name in ("metadata.json",):
-            continue
-        imports = json.loads(path.read_text()).get("imports")
-        if isinstance(imports, list) and "$import strokeseg.runtime.precision" not in imports:
-            missing.append(path.name)
-    assert not missing, f"{bundle.name}: configs whose imports lack strokeseg.runtime.precision: {missing}"

@@ -10,13 +10,13 @@ import pytest
 from scipy import ndimage
 
 from strokeseg.data.phantoms import (
-    benchmark_synth,
     plan_cases,
     synthesize_case,
     synthesize_dataset,
     write_preview,
 )
 from strokeseg.errors import DataError
+from strokeseg.tools.bench.phantoms import benchmark_synth
 
 
 def _tree_bytes(root):

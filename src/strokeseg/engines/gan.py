@@ -40,6 +40,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from strokeseg.inferers.slices import volume_to_slices
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.losses.gan import LSGANDiscriminatorLoss, LSGANGeneratorLoss
 
 __all__ = [
@@ -128,7 +129,7 @@ class CtpDwiGanTrainer(Trainer):
         additional_metrics: dict[str, Metric] | None = None,
         metric_cmp_fn: Callable = default_metric_cmp_fn,
         train_handlers: Sequence | None = None,
-        amp: bool = False,
+        amp: BoolKnob = False,
         event_names: list | None = None,
         event_to_attr: dict | None = None,
         decollate: bool = True,
@@ -149,7 +150,7 @@ class CtpDwiGanTrainer(Trainer):
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
             handlers=train_handlers,
-            amp=amp,
+            amp=as_bool(amp, "amp"),
             event_names=event_names,
             event_to_attr=event_to_attr,
             decollate=decollate,

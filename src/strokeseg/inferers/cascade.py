@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from strokeseg.errors import BundleError, DataError
 from strokeseg.inferers.slices import BatchedSliceInferer
+from strokeseg.knobs import BoolKnob
 from strokeseg.networks.weights import load_network_state
 from strokeseg.postprocessing.fusion import FUSION_RULES, fuse_instance_probability
 
@@ -257,7 +258,7 @@ class EddMuscleInferer(Inferer):
         max_size: int = CANDIDATE_MAX_SIZE,
         slice_batch_size: int = 64,
         autocast_bf16: bool = False,
-        channels_last: bool = False,
+        channels_last: BoolKnob = False,
         return_edd_only: bool = False,
         spatial_divisor: int = 4,
         fusion_rule: str = "product",

@@ -17,6 +17,7 @@ from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
 from strokeseg.errors import DataError
+from strokeseg.knobs import BoolKnob, as_bool
 
 __all__ = ["BatchedSliceInferer", "volume_to_slices", "slices_to_volume", "brain_slices", "EMPTY_SLICE_LOGIT_GAP"]
 
@@ -89,7 +90,7 @@ class BatchedSliceInferer(Inferer):
         skip_empty: bool = True,
         spatial_divisor: int = 1,
         autocast_bf16: bool = False,
-        channels_last: bool = False,
+        channels_last: BoolKnob = False,
         empty_logits: Sequence[float] | None = None,
         slice_extra_inputs: bool = True,
     ) -> None:
@@ -102,7 +103,7 @@ class BatchedSliceInferer(Inferer):
         self.skip_empty = skip_empty
         self.spatial_divisor = int(spatial_divisor)
         self.autocast_bf16 = autocast_bf16
-        self.channels_last = channels_last
+        self.channels_last = as_bool(channels_last, "channels_last")
         self.empty_logits = None if empty_logits is None else tuple(float(v) for v in empty_logits)
         self.slice_extra_inputs = slice_extra_inputs
 

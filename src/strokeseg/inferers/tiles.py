@@ -22,6 +22,7 @@ from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
 from strokeseg.errors import DataError
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.transforms.padding import padding_index
 
 __all__ = ["ValidTileInferer"]
@@ -85,7 +86,7 @@ class ValidTileInferer(Inferer):
         tile_batch_size: int = 1,
         padding_mode: str = "reflect",
         autocast_bf16: bool = False,
-        channels_last: bool = False,
+        channels_last: BoolKnob = False,
         max_tile_voxels: int | None = None,
     ) -> None:
         super().__init__()
@@ -99,7 +100,7 @@ class ValidTileInferer(Inferer):
         self.tile_batch_size = int(tile_batch_size)
         self.padding_mode = padding_mode
         self.autocast_bf16 = bool(autocast_bf16)
-        self.channels_last = bool(channels_last)
+        self.channels_last = as_bool(channels_last, "channels_last")
         if max_tile_voxels is not None and int(max_tile_voxels) < 1:
             raise ValueError(f"max_tile_voxels must be >= 1 or None, got {max_tile_voxels}")
         self.max_tile_voxels = None if max_tile_voxels is None else int(max_tile_voxels)

@@ -31,6 +31,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.metrics.case import METRIC_GROUPS, case_metrics
 from strokeseg.metrics.report import ReportBuilder, write_report
 from strokeseg.naming import OUTPUT_TAILS, entry_case_name
@@ -93,7 +94,7 @@ class LesionwiseMetric(CumulativeIterationMetric):
         self,
         metric_name: str = "dice",
         connectivity: int | None = None,
-        per_slice: bool = False,
+        per_slice: BoolKnob = False,
         spacing: Sequence[float] | None = None,
         threshold: float = 0.5,
         reduction: MetricReduction | str = MetricReduction.MEAN,
@@ -104,7 +105,7 @@ class LesionwiseMetric(CumulativeIterationMetric):
             raise ValueError(f"metric_name must be one of {sorted(METRIC_GROUPS)}, got {metric_name!r}.")
         self.metric_name = metric_name
         self.connectivity = connectivity
-        self.per_slice = per_slice
+        self.per_slice = as_bool(per_slice, "per_slice")
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         self.threshold = threshold
         self.reduction = reduction
@@ -170,14 +171,15 @@ class CaseMetricsSaver:
         case_key: str = "case",
         image_key: str | None = "image",
         connectivity: int | None = None,
-        per_slice: bool = False,
+        per_slice: BoolKnob = False,
         threshold: float = 0.5,
         small_lesion_voxels: float | None = None,
         figures: bool = True,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.pred_key, self.label_key, self.case_key, self.image_key = pred_key, label_key, case_key, image_key
-        self.connectivity, self.per_slice, self.threshold = connectivity, per_slice, threshold
+        self.connectivity, self.threshold = connectivity, threshold
+        self.per_slice = as_bool(per_slice, "per_slice")
         self.small_lesion_voxels = small_lesion_voxels
         self.figures = figures
         self.builder = self._new_builder()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Act, Conv
 
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.layers.pooling import MaxPoolWithIndices, MaxUnpoolWithIndices
 
 __all__ = ["EDDNet", "DeconvNetBranch", "caffe_xavier_init_", "INFERENCE_HEADS"]
@@ -204,8 +205,8 @@ class EDDNet(nn.Module):
         in_channels: int = 1,
         out_channels: int = 2,
         num_branches: int = 2,
-        fusion: bool = True,
-        refinement: bool = True,
+        fusion: BoolKnob = True,
+        refinement: BoolKnob = True,
         decoder: str = "unpool",
         deep_supervision: bool = False,
         features: Sequence[int] = (32, 64, 128),
@@ -225,8 +226,8 @@ class EDDNet(nn.Module):
         self.spatial_dims = int(spatial_dims)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
-        self.use_fusion = bool(fusion)
-        self.use_refinement = bool(refinement)
+        self.use_fusion = as_bool(fusion, "fusion")
+        self.use_refinement = as_bool(refinement, "refinement")
         self.deep_supervision = bool(deep_supervision)
         self.branches = nn.ModuleList(
             DeconvNetBranch(spatial_dims, in_channels, out_channels, features=features, decoder=decoder)

@@ -8,7 +8,7 @@ times on the way. The useful sentence (``DataError: <file>: contains 1 NaN/Inf v
 :func:`install` is the first entry of every bundle config's ``initialize``::
 
     "debug": false,
-    "initialize": ["$strokeseg.runtime.errors.install(strokeseg.runtime.knobs.as_bool(@debug, 'debug'))", ...]
+    "initialize": ["$strokeseg.runtime.errors.install(@debug)", ...]
 
 It replaces ``sys.excepthook`` so that an uncaught exception whose cause chain holds a
 :class:`~strokeseg.errors.StrokesegError` (or another recognisable input problem: a missing or unreadable
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from strokeseg.errors import StrokesegError
-from strokeseg.runtime.knobs import as_bool
+from strokeseg.knobs import BoolKnob, as_bool
 
 __all__ = ["install", "input_problem", "format_error", "close_progress_bars", "ERROR_PREFIX", "InputErrorFilter"]
 
@@ -145,7 +145,7 @@ def _filtered_handlers() -> Iterator[logging.Handler | logging.Logger]:
         yield from logger.handlers
 
 
-def install(debug: object = False) -> bool:
+def install(debug: BoolKnob = False) -> bool:
     """Make input errors end a bundle run with one line (see the module docstring); idempotent.
 
     Args:

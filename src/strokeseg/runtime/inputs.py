@@ -4,16 +4,15 @@ Bundles call :func:`inference_cases` with their ``dataset_dir`` so the same ``in
 whole ISLES tree (``--dataset_dir <root>``), one of the user's own scans (``--dataset_dir scan.nii.gz``)
 or a folder of them, without editing the config.
 
-:class:`InferenceCases` adds the batch-inference bookkeeping every bundle shares (config shape)::
+:class:`InferenceCases` adds the batch-inference bookkeeping every bundle shares; the shared wiring
+(:class:`strokeseg.runtime.wiring.CaseInference`) runs the bundle's evaluator over it (config shape)::
 
     "skip_bad_cases": false,
     "overwrite": false,
     "inputs": {"_target_": "strokeseg.runtime.inputs.InferenceCases", "source": "@dataset_dir", ...,
-               "skip_bad_cases": "$strokeseg.runtime.knobs.as_bool(@skip_bad_cases, 'skip_bad_cases')",
-               "overwrite": "$strokeseg.runtime.knobs.as_bool(@overwrite, 'overwrite')"},
-    "dataset": {"_target_": "Dataset", "data": "$@inputs.pending", "transform": "@preprocessing"},
-    "evaluator": {..., "val_data_loader": "$@inputs.loader(@dataloader)"},
-    "run": ["$@inputs.run(@evaluator)"]
+               "skip_bad_cases": "@skip_bad_cases", "overwrite": "@overwrite"},
+    "inference": {"_target_": "strokeseg.runtime.wiring.CaseInference", "inputs": "@inputs", ...},
+    "run": ["$@inference.run()"]
 
 * the output folder is checked (created, writable) before anything runs;
 * a rerun skips every case whose outputs (the bundle description's ``inference_outputs``) all exist,
@@ -39,6 +38,7 @@ from pathlib import Path
 from strokeseg.data.datalist import build_datalist, cases_for, select_split
 from strokeseg.data.layouts import get_layout
 from strokeseg.errors import BundleError, DataError
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.naming import case_name, nifti_stem
 from strokeseg.runtime.description import describe_bundle
 from strokeseg.runtime.errors import close_progress_bars, input_problem
@@ -249,13 +249,13 @@ class InferenceCases:
         num_folds: int = 5,
         seed: int = 0,
         modalities: Sequence[str] | None = None,
-        skip_bad_cases: bool = False,
-        overwrite: bool = False,
+        skip_bad_cases: BoolKnob = False,
+        overwrite: BoolKnob = False,
     ) -> None:
         self.output_dir = check_output_dir(output_dir)
         self.outputs = describe_bundle(bundle_root).inference_outputs
-        self.skip_bad_cases = bool(skip_bad_cases)
-        self.overwrite = bool(overwrite)
+        self.skip_bad_cases = as_bool(skip_bad_cases, "skip_bad_cases")
+        self.overwrite = as_bool(overwrite, "overwrite")
         removed = remove_stale_partials(self.output_dir)
         if removed:
             logger.info(f"removed {len(removed)} temporary file(s) of an interrupted earlier run in {self.output_dir}")

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
+from strokeseg.knobs import BoolKnob, KnobError, as_bool
 from strokeseg.runtime.hardware import bf16_support
-from strokeseg.runtime.knobs import KnobError
 
 __all__ = [
     "PRECISIONS",
@@ -183,11 +183,11 @@ class PrecisionInferer(Inferer):
             ``torch.nn.Module`` network's parameters to that memory format.
     """
 
-    def __init__(self, inferer: Inferer, autocast_bf16: bool = False, channels_last: bool = False) -> None:
+    def __init__(self, inferer: Inferer, autocast_bf16: bool = False, channels_last: BoolKnob = False) -> None:
         super().__init__()
         self.inferer = inferer
         self.autocast_bf16 = bool(autocast_bf16)
-        self.channels_last = bool(channels_last)
+        self.channels_last = as_bool(channels_last, "channels_last")
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not (self.autocast_bf16 or self.channels_last):

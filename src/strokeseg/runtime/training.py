@@ -22,6 +22,7 @@ from ignite.handlers import Checkpoint, TerminateOnNan, global_step_from_engine
 from monai.handlers import CheckpointSaver, LrScheduleHandler, ValidationHandler
 
 from strokeseg.errors import BundleError
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.networks.weights import read_state
 from strokeseg.runtime.checkpoint import (
     AtomicCheckpointSaver,
@@ -30,7 +31,6 @@ from strokeseg.runtime.checkpoint import (
     TrainingDivergedError,
     remove_stale_partials,
 )
-from strokeseg.runtime.knobs import as_bool
 
 __all__ = ["StopOnNonFiniteLoss", "attach_training_checkpoints", "latest_checkpoint"]
 
@@ -131,7 +131,7 @@ def attach_training_checkpoints(
     trainer: Engine,
     ckpt_dir: str | Path,
     objects: dict,
-    resume: bool = True,
+    resume: BoolKnob = True,
     prefix: str = "last",
     n_saved: int = 1,
     save: bool = True,

@@ -25,9 +25,9 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import StatsHandler
 from monai.transforms import Compose
 
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.runtime.checkpoint import StrictCheckpointLoader
 from strokeseg.runtime.inputs import InferenceCases
-from strokeseg.runtime.knobs import as_bool
 from strokeseg.transforms.io import SaveCasePredictiond
 
 __all__ = ["CaseInference"]
@@ -64,10 +64,10 @@ class CaseInference:
         inferer: Any = None,
         postprocessing: Callable | None = None,
         weights: Mapping[str, Mapping[str, torch.nn.Module] | None] | None = None,
-        save_prob: bool | str | int = False,
+        save_prob: BoolKnob = False,
         prob_channel: int | None = None,
         num_workers: int = 0,
-        amp: bool | str | int = False,
+        amp: BoolKnob = False,
         extra_handlers: Sequence[Any] = (),
     ) -> None:
         self.inputs = inputs

@@ -16,8 +16,8 @@ from pathlib import Path
 import fire
 
 from strokeseg.errors import BundleError, StrokesegError
+from strokeseg.knobs import KnobError, as_bool, as_int
 from strokeseg.runtime.hardware import enable_huge_pages
-from strokeseg.runtime.knobs import KnobError, as_bool, as_int
 from strokeseg.tools.frontdoor import infer_command, resolve_bundle, run_streaming, train_commands
 
 __all__ = ["main", "synth", "datalist", "infer", "train", "demo", "evaluate", "verify", "bench", "profile", "as_bool"]

@@ -20,10 +20,10 @@ from strokeseg.data.datalist import build_datalist, write_datalist
 from strokeseg.data.layouts import LAYOUT_NAMES
 from strokeseg.data.phantoms import synthesize_dataset
 from strokeseg.errors import StrokesegError
+from strokeseg.knobs import as_bool
 from strokeseg.metrics.report import evaluate_folders
 from strokeseg.runtime.description import bundle_folders, default_bundles_dir, describe_bundle
 from strokeseg.runtime.inputs import inference_cases
-from strokeseg.runtime.knobs import as_bool
 from strokeseg.tools.runner import config_arg, run_monai_bundle
 from strokeseg.tools.verify.smoke import copy_bundle
 

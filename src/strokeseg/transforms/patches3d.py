@@ -23,6 +23,7 @@ from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
 
 from strokeseg.errors import DataError
+from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.transforms.foreground import brain_mask
 from strokeseg.transforms.validation import source_name
 
@@ -113,9 +114,9 @@ class RandBalancedPatches3D(Randomizable, Transform, MultiSampleTrait):
         patch_size: Sequence[int] = URESNET_PATCH_SIZE,
         num_samples: int = 16,
         lesion_ratio: float = 0.5,
-        offset: bool = True,
-        grid: bool = True,
-        augment: bool = True,
+        offset: BoolKnob = True,
+        grid: BoolKnob = True,
+        augment: BoolKnob = True,
         grid_step: Sequence[int] | None = None,
     ) -> None:
         self.patch_size = tuple(int(s) for s in ensure_tuple_rep(patch_size, 3))
@@ -125,7 +126,8 @@ class RandBalancedPatches3D(Randomizable, Transform, MultiSampleTrait):
             raise ValueError(f"axial rotations need a square axial patch, got {self.patch_size}")
         self.num_samples = int(num_samples)
         self.lesion_ratio = float(lesion_ratio)
-        self.offset, self.grid, self.augment = bool(offset), bool(grid), bool(augment)
+        self.offset, self.grid = as_bool(offset, "offset"), as_bool(grid, "grid")
+        self.augment = as_bool(augment, "augment")
         self.grid_step = tuple(max(1, s // 2) for s in self.patch_size) if grid_step is None else tuple(grid_step)
         self.last_kinds: list[str] = []
         self.last_centres: list[list[int]] = []

@@ -34,6 +34,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from strokeseg.errors import DataError
+from strokeseg.knobs import BoolKnob, as_bool
 
 __all__ = [
     "CheckImage",
@@ -361,10 +362,10 @@ class CheckImage(Transform):
             each, an all-zero channel); the message names the (first) file.
     """
 
-    def __init__(self, channels: int | None = 1, spatial_dims: int = 3, allow_empty: bool = False) -> None:
+    def __init__(self, channels: int | None = 1, spatial_dims: int = 3, allow_empty: BoolKnob = False) -> None:
         self.channels = channels
         self.spatial_dims = spatial_dims
-        self.allow_empty = allow_empty
+        self.allow_empty = as_bool(allow_empty, "allow_empty")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         name = source_name(img)
@@ -410,7 +411,7 @@ class CheckImaged(MapTransform):
         keys: KeysCollection,
         channels: int | None = 1,
         spatial_dims: int = 3,
-        allow_empty: bool = False,
+        allow_empty: BoolKnob = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)

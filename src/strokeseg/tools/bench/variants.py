@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from strokeseg.errors import BundleError
-from strokeseg.runtime.knobs import as_bool
+from strokeseg.knobs import as_bool
 
 __all__ = [
     "VARIANTS",

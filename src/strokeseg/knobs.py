@@ -1,16 +1,26 @@
 """Typed bundle knobs: a knob means the same whether given as JSON or on a command line.
 
 ``python -m monai.bundle run --use_muscle false`` hands the config the *string* ``"false"`` (python-fire only
-turns ``False``/``True`` into booleans), which is truthy. Every use of a boolean knob in a bundle config goes
-through :func:`as_bool` (``"$strokeseg.runtime.knobs.as_bool(@use_muscle, 'use_muscle')"``), so ``false``,
-``False``, ``0`` and JSON ``false`` agree and anything else is refused with a one-line error.
+turns ``False``/``True`` into booleans), which is truthy. So ``false``, ``False``, ``0`` and JSON ``false`` agree
+and anything else is refused with a one-line error, a boolean knob is read by :func:`as_bool`:
+
+* our components read their boolean arguments themselves: a parameter annotated :data:`BoolKnob` accepts any
+  spelling, so a config passes the knob as it is (``"channels_last": "@channels_last"``);
+* a config expression or a MONAI component's argument wraps it once
+  (``"_disabled_": "$not strokeseg.knobs.as_bool(@save_prob, 'save_prob')"``).
+
+This module is in the core floor, because core components parse their own knobs.
 """
 
 from __future__ import annotations
 
 from strokeseg.errors import StrokesegError
 
-__all__ = ["as_bool", "as_int", "as_float", "KnobError"]
+__all__ = ["BoolKnob", "as_bool", "as_int", "as_float", "KnobError"]
+
+#: a boolean knob as a config or a command line may hand it over: ``True``, ``"false"``, ``"False"``, ``0`` …;
+#: a parameter with this annotation reads it with :func:`as_bool`
+BoolKnob = bool | str | int
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
