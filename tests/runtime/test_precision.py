@@ -10,7 +10,7 @@ import strokeseg.runtime.precision as precision
 from strokeseg.inferers.patches import FaithfulPatchInferer
 from strokeseg.knobs import KnobError
 from strokeseg.runtime.precision import PrecisionInferer, as_precision, native_bf16, resolve_precision, use_bf16
-from tests.test_bench import CPUINFO_AMX, CPUINFO_AVX2
+from tests.tools.bench.test_bench import CPUINFO_AMX, CPUINFO_AVX2
 
 
 def test_spellings_and_refusals():

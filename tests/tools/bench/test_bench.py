@@ -456,7 +456,7 @@ def test_run_bench_failing_bundle_gets_an_error_row(tmp_path: Path):
 
 def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
     """The MONAI-UNet fixture bundle (3-D, sliding windows with overlap, two input channels), no hook."""
-    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    fixture = Path(__file__).resolve().parents[2] / "bundles" / "fixtures" / "tiny_bundle"
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
     start = time.perf_counter()
@@ -512,7 +512,7 @@ def test_generic_bench_of_a_3d_fixture_bundle(tmp_path: Path):
 
 def test_bench_without_a_measurable_variant_records_the_calls_in_its_p5_child(tmp_path: Path):
     """No variant can run (the fixture has no channels_last knob): one run of the defaults records the calls."""
-    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    fixture = Path(__file__).resolve().parents[2] / "bundles" / "fixtures" / "tiny_bundle"
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
     record = bench_bundle(
@@ -530,7 +530,7 @@ def test_quick_config_measures_the_quick_networks(tmp_path: Path):
     import monai
 
     bundle = tmp_path / "tiny_bundle"
-    shutil.copytree(Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle", bundle)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / "fixtures" / "tiny_bundle", bundle)
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
     with pytest.raises(BundleError, match="quick.json does not exist"):
@@ -611,7 +611,7 @@ def test_p4_warms_up_twice_unless_an_iteration_is_long(tmp_path: Path, monkeypat
         SupervisedTrainer, "_iteration", lambda self, engine, batch: calls.append(1) or real(self, engine, batch)
     )
     monkeypatch.setattr(bench_module, "SECOND_WARM_UP_BELOW_S", threshold)
-    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    fixture = Path(__file__).resolve().parents[2] / "bundles" / "fixtures" / "tiny_bundle"
     peak = {"conv2d_fp32": {"gflops": 50.0}, "conv3d_fp32": {"gflops": 40.0}}
     machine = {"bf16_supported": False, "bf16_reason": "mocked"}
     record = bench_bundle(fixture, tmp_path / "work", peak, machine, quick=True, variants="default")
@@ -642,7 +642,7 @@ def test_end_to_end_child_alternates_with_the_bench_and_names_what_it_did_not_wr
     from strokeseg.tools.bench.endtoend import end_to_end_child
     from strokeseg.tools.bench.workspace import bench_copy, case_of, inference_parser
 
-    fixture = Path(__file__).parent / "bundles" / "fixtures" / "tiny_bundle"
+    fixture = Path(__file__).resolve().parents[2] / "bundles" / "fixtures" / "tiny_bundle"
     description = describe_bundle(fixture)
     smoke = dict(description.smoke_overrides)
     data_root, bundle, _ = bench_copy(fixture, tmp_path / "work", description.layout, description.name, 0, None, smoke)
