@@ -200,10 +200,10 @@ def test_config_modules_resolve_names_to_modules(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "BUNDLES", tmp_path)
     # the bare packages (strokeseg, strokeseg.metrics, strokeseg.transforms) only make their submodules resolve
     assert config_modules("demo") == [
+        "strokeseg.knobs",
         "strokeseg.metrics.handlers",
         "strokeseg.networks.uresnet",
         "strokeseg.runtime.hardware",
-        "strokeseg.knobs",
         "strokeseg.transforms.ctp",
     ]
 
