@@ -20,7 +20,7 @@ from strokeseg.tools.cli import main
 from strokeseg.tools.verify import CheckResult, VerifyReport, verify_bundle
 from strokeseg.tools.verify import smoke as verify_smoke
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_bundle"
+FIXTURE = Path(__file__).resolve().parents[1] / "bundles" / "fixtures" / "tiny_bundle"
 
 
 def write_isles2022_cases(root: Path, cases: int = 3, test_cases: int = 1, seed: int = 0) -> Path:
