@@ -310,7 +310,7 @@ def _outputs(setup: Setup, out: Path, case: str) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.representative("stroke_mri_uresnet_focal")
+@pytest.mark.representative("stroke_mri_deepmedic")
 def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(setup):
     folder = setup.work / "variants"
     entries, expected = [], {}
@@ -360,7 +360,7 @@ def test_skip_bad_cases_lists_every_bad_input_and_writes_the_good_case(setup):
     assert "Traceback" not in run.stderr + run.stdout, run.failure()
 
 
-@pytest.mark.representative("stroke_mri_deepmedic")
+@pytest.mark.representative("stroke_mri_uresnet_focal")
 def test_missing_modality_ends_with_one_line_naming_the_case(setup):
     tree = setup.work / "tree_missing"
     shutil.copytree(setup.data, tree)
@@ -403,7 +403,7 @@ def _complete(path: Path) -> bool:
     return True
 
 
-@pytest.mark.representative("two_net_bundle")
+@pytest.mark.representative("stroke_ctp_dwi_gan")
 def test_sigkill_during_batch_inference_leaves_no_half_written_file_and_rerun_skips_finished(setup):
     cases = [dict(setup.good, case=f"copy{i}", patient=f"copy{i}") for i in range(2)]
     datalist = _datalist(setup, cases, setup.work / "three.json")
@@ -469,8 +469,8 @@ def _training_datalist(setup: Setup, problem: str) -> tuple[Path, str]:
 @pytest.mark.parametrize(
     ("problem", "words"),
     [
-        pytest.param("empty_label", "empty", marks=pytest.mark.representative("stroke_mri_deepmedic")),
-        pytest.param("truncated_image", "truncated", marks=pytest.mark.representative("stroke_ctp_dwi_gan")),
+        pytest.param("empty_label", "empty", marks=pytest.mark.representative("two_net_bundle")),
+        pytest.param("truncated_image", "truncated", marks=pytest.mark.representative("stroke_dwi_edd_muscle")),
     ],
 )
 def test_bad_training_input_is_one_line(bundle, setup, problem, words):

@@ -228,7 +228,7 @@ def test_same_seed_gives_identical_checkpoints(bundle, fresh_run):
     assert any(k.startswith("model") for k in first) and any(k.startswith("optimizer") for k in first)
 
 
-@pytest.mark.representative("stroke_dwi_edd_muscle")  # two stages
+@pytest.mark.representative("stroke_ctp_dwi_gan")
 def test_sigkill_during_each_stage_then_resume(bundle, fresh_run, tmp_path):
     fresh = fresh_run(bundle)
     copy, data, work = fresh.trained_copy(tmp_path / "bundle"), fresh.data, tmp_path

@@ -15,10 +15,12 @@ checked by what it does, not by how it is written:
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import json
 import pydoc
 import re
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -86,7 +88,9 @@ def _evaluate(files: list[Path], bundle: BundleDescription, knob: str, value, it
     for item_id in item_ids:
         _stand_in_for_components(parser, item_id, knob)
         try:
-            outcome = parser.get_parsed_content(item_id, instantiate=False, eval_expr=True)
+            # in a scratch folder: an expression may create a folder named after a stand-in (``os.makedirs(@ckpt_dir)``)
+            with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+                outcome = parser.get_parsed_content(item_id, instantiate=False, eval_expr=True)
             results.append(repr(outcome) if isinstance(outcome, (bool, int, float, str, type(None))) else "object")
         except Exception as err:
             cause: BaseException | None = err

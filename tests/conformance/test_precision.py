@@ -9,6 +9,7 @@
   bit-identical to fp32 (so the knob really switched autocast on); the channels-last variants, and only they, run
   the network on channels-last weights or inputs (so that knob is not ignored either). The Dice of bf16 vs fp32
   segmentations of trained quick models is reported in each model card (measured with ``strokeseg evaluate``).
+  ``make test`` runs this agreement on one representative bundle, ``.ci/run`` on every bundle.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from strokeseg.tools.bench.agreement import variant_agreement
 from tests.conformance.test_knobs import _referring_items
 
 KNOB = "inference_precision"
-USE = re.compile(rf"\$strokeseg\.precision\.use_bf16\(@{KNOB}, @device\)")
+USE = re.compile(rf"\$strokeseg\.runtime\.precision\.use_bf16\(@{KNOB}, @device\)")
 
 
 def _needs_real_bundle(bundle: BundleDescription) -> None:
@@ -72,6 +73,7 @@ def test_inference_precision_is_auto_and_follows_the_machine(bundle, monkeypatch
         assert cause is not None and KNOB in str(cause)
 
 
+@pytest.mark.representative("stroke_ctp_dwi_gan")
 def test_bf16_and_channels_last_agree_with_fp32(bundle, tmp_path):
     _needs_real_bundle(bundle)
     results = variant_agreement(bundle.root, tmp_path, overrides=bundle.smoke_overrides)
