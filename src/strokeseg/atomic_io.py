@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "temporary_path", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "check_writable_folder", "temporary_path", "write_bytes_atomic", "write_text_atomic"]
 
 
 def temporary_path(final: str | os.PathLike) -> Path:
@@ -46,3 +46,19 @@ def write_bytes_atomic(final: str | os.PathLike, payload: bytes) -> Path:
 def write_text_atomic(final: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``final`` atomically and return its path."""
     return write_bytes_atomic(final, text.encode("utf-8"))
+
+
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and write, then remove, an empty hidden file in it.
+
+    The probe has a ``.partial-<pid>-`` name (:func:`temporary_path`), so a later run removes it if a crash leaves it.
+
+    Raises:
+        OSError: the folder cannot be created or written into (the caller words the one-line error).
+    """
+    folder = Path(folder)
+    probe = temporary_path(folder / "write-test")
+    folder.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+    return folder

@@ -1,5 +1,6 @@
 """Case names, one rule for the whole package: a NIfTI file's name without its extension (and, for prediction
-or label files, without the ``_seg`` / ``_prob`` / ``_label`` tail that the writers add).
+or label files, without the ``_seg`` / ``_prob`` / ``_label`` tail that the writers add), a DICOM series folder's
+whole name.
 
 Datalists, stand-alone inference inputs, the evaluation's file matching, the metrics handlers and the bench
 all name a case from a file with :func:`case_name`, and a datalist entry with :func:`entry_case_name`, so a case
@@ -32,7 +33,8 @@ OUTPUT_TAILS: tuple[str, ...] = ("_seg", "_prob", "_label")
 
 
 def case_name(path: str | os.PathLike, tails: Sequence[str] = ()) -> str:
-    """Case name of a file: its NIfTI stem (``.nii`` / ``.nii.gz``, any case), else its plain stem.
+    """Case name of a file: its NIfTI stem (``.nii`` / ``.nii.gz``, any case), else its plain stem; an existing
+    folder (a DICOM series) keeps its whole name.
 
     Args:
         path: file path or name.
@@ -47,7 +49,8 @@ def case_name(path: str | os.PathLike, tails: Sequence[str] = ()) -> str:
         'VSD.Brain.XX.O.MR_DWI.70613'
     """
     name = Path(path).name
-    stem = nifti_stem(name) or Path(name).stem
+    # a folder (a DICOM series, often named by its UID "1.2.840....") keeps its whole name
+    stem = nifti_stem(name) or (name if os.path.isdir(path) else Path(name).stem)
     for tail in tails:
         if stem.endswith(tail) and len(stem) > len(tail):
             return stem[: -len(tail)]

@@ -172,25 +172,63 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> 
     assert remove_stale_partials(tmp_path / "absent") == []
 
 
-def test_rerun_skips_cases_whose_outputs_exist_unless_overwrite(tmp_path: Path) -> None:
-    from strokeseg.runtime.inputs import InferenceCases
+def _record(out: Path, case: str, now, outputs: list[str]) -> None:
+    (out / case).mkdir(parents=True, exist_ok=True)
+    for name in outputs:
+        (out / case / name).write_bytes(b"done")
+    (out / case / f"{case}_provenance.json").write_text(now.to_json(outputs))
 
-    bundle = _bundle(tmp_path / "bundle", ["{case}/{case}_seg.nii.gz", "{case}/{case}_prob.nii.gz"])
+
+def _seg(case: str) -> list[Path]:
+    return [Path(case) / f"{case}_seg.nii.gz"]
+
+
+def test_rerun_skips_the_cases_this_run_made_and_runs_the_rest_unless_overwrite(tmp_path: Path) -> None:
+    from strokeseg.runtime.inputs import InferenceCases
+    from strokeseg.runtime.reruns import RunRecord
+
+    bundle = _bundle(tmp_path / "bundle", ["{case}/{case}_seg.nii.gz"])
     scans = _scans(tmp_path / "scans", ["a", "b", "c"])
     out = tmp_path / "out"
-    (out / "a").mkdir(parents=True)
-    (out / "a" / "a_seg.nii.gz").write_bytes(b"done")
-    (out / "a" / "a_prob.nii.gz").write_bytes(b"done")
-    (out / "b").mkdir()
-    (out / "b" / "b_seg.nii.gz").write_bytes(b"only one of two outputs")
+    now = RunRecord("b", "1", {"models/model.pt": "0" * 64}, {"precision": "fp32"})
+    _record(out, "a", now, ["a_seg.nii.gz", "a_prob.nii.gz"])
+    _record(out, "b", now, ["b_seg.nii.gz"])
+    (out / "b" / "b_seg.nii.gz").unlink()  # listed, then killed before it was written
 
     rerun = InferenceCases(scans, "isles2022", out, bundle, modalities=["dwi"])
-    assert [c["case"] for c in rerun.cases] == ["a", "b", "c"]
+    assert rerun.done == ["a"] and not rerun.planned  # a config writing its own files: by file names alone
+    rerun.plan_rerun(now, _seg)
     assert rerun.done == ["a"]
     assert [c["case"] for c in rerun.pending] == ["b", "c"]
 
+    with_prob = InferenceCases(scans, "isles2022", out, bundle, modalities=["dwi"])
+    with_prob.plan_rerun(now, lambda case: [*_seg(case), Path(case) / f"{case}_prob.nii.gz"])
+    assert with_prob.done == ["a"]  # its record lists the probability map
+
+    _record(out, "c", RunRecord("b", "1", {"models/model.pt": "1" * 64}, {"precision": "fp32"}), ["c_seg.nii.gz"])
     again = InferenceCases(scans, "isles2022", out, bundle, modalities=["dwi"], overwrite=True)
+    again.plan_rerun(now, _seg)
     assert again.done == [] and [c["case"] for c in again.pending] == ["a", "b", "c"]
+
+
+def test_rerun_into_another_runs_outputs_is_refused_in_one_line(tmp_path: Path) -> None:
+    from strokeseg.runtime.inputs import InferenceCases
+    from strokeseg.runtime.reruns import RunRecord
+
+    bundle = _bundle(tmp_path / "bundle")
+    scans = _scans(tmp_path / "scans", ["a", "b", "c"])
+    out = tmp_path / "out"
+    now = RunRecord("b", "1", {"models/model.pt": "0" * 64}, {"precision": "fp32"})
+    _record(out, "a", now, ["a_seg.nii.gz"])
+    _record(out, "b", RunRecord("b", "1", {"models/model.pt": "0" * 64}, {"precision": "bf16"}), ["b_seg.nii.gz"])
+    _record(out, "c", RunRecord("b", "1", {"models/model.pt": "0" * 64}, {"precision": "bf16"}), ["c_seg.nii.gz"])
+    cases = InferenceCases(scans, "isles2022", out, bundle, modalities=["dwi"])
+    with pytest.raises(DataError) as refused:
+        cases.plan_rerun(now, _seg)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"{out / 'b'}: case b was written by another run: precision bf16 then, fp32 now")
+    assert "(1 more case(s) likewise)" in message and "--overwrite true" in message
 
 
 class _Evaluator:
@@ -203,15 +241,20 @@ class _Evaluator:
 
 def test_nothing_to_run_does_not_start_the_evaluator(tmp_path: Path) -> None:
     from strokeseg.runtime.inputs import InferenceCases
+    from strokeseg.runtime.reruns import RunRecord
 
     bundle = _bundle(tmp_path / "bundle")
     scans = _scans(tmp_path / "scans", ["a"])
-    (tmp_path / "out" / "a").mkdir(parents=True)
-    (tmp_path / "out" / "a" / "a_seg.nii.gz").write_bytes(b"done")
+    now = RunRecord("b", "1")
+    _record(tmp_path / "out", "a", now, ["a_seg.nii.gz"])
     evaluator = _Evaluator()
-    InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"]).run(evaluator)
+    cases = InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"])
+    cases.plan_rerun(now, _seg)
+    cases.run(evaluator)
     assert evaluator.runs == 0
-    InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"], overwrite=True).run(evaluator)
+    again = InferenceCases(scans, "isles2022", tmp_path / "out", bundle, modalities=["dwi"], overwrite=True)
+    again.plan_rerun(now, _seg)
+    again.run(evaluator)
     assert evaluator.runs == 1
 
 

@@ -3,6 +3,9 @@ the bundle, and one real evaluator run that writes a case's mask."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from strokeseg.errors import BundleError
 from strokeseg.runtime.checkpoint import StrictCheckpointLoader
+from strokeseg.runtime.reruns import RunRecord, read_record
 from strokeseg.runtime.wiring import CaseInference
 
 
@@ -19,7 +23,10 @@ class _Cases:
     """What :class:`CaseInference` needs of :class:`~strokeseg.runtime.inputs.InferenceCases`."""
 
     def __init__(self, pending, output_dir):
-        self.pending, self.output_dir, self.ran = pending, output_dir, None
+        self.pending, self.output_dir, self.ran, self.planned = pending, output_dir, None, None
+
+    def plan_rerun(self, now, outputs_for):
+        self.planned = (now, [outputs_for(c["case"]) for c in self.pending])
 
     def loader(self, dataloader):
         return dataloader
@@ -67,8 +74,7 @@ def test_weights_load_strictly_from_the_bundle_and_none_skips_a_file(tmp_path):
     wiring, _ = _inference(tmp_path, network=net, weights={"models/model.pt": {"model": net}, "models/x.pt": None})
     loaders = [h for h in wiring.handlers if isinstance(h, StrictCheckpointLoader)]
     assert [h.load_path for h in loaders] == [str(tmp_path / "models" / "model.pt")]
-    wiring.evaluator  # noqa: B018 — builds; the missing file is found when the run starts
-    with pytest.raises(BundleError, match="model.pt"):
+    with pytest.raises(BundleError, match="model.pt not found"):  # the run's record hashes it before anything runs
         wiring.run()
 
 
@@ -78,12 +84,19 @@ def test_one_case_is_inferred_and_its_mask_written(tmp_path):
     net = _Threshold()
     with torch.no_grad():  # zeroed: only the loaded weights can find the lesion
         net.conv.weight.zero_()
-    wiring, cases = _inference(tmp_path, network=net, weights={"models/model.pt": {"model": net}})
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "metadata.json").write_text(json.dumps({"name": "threshold", "version": "1.0"}))
+    weights = {"models/model.pt": {"model": net}, "models/unused.pt": None}
+    wiring, cases = _inference(tmp_path, network=net, weights=weights, options={"threshold": (0.5,)})
     wiring.run()
     assert cases.ran is wiring.evaluator
     mask = nib.load(tmp_path / "out" / "c1" / "c1_seg.nii.gz").get_fdata()
     assert mask.sum() == 8 and mask[2:4, 1:3, 1:3].all()
     assert not (tmp_path / "out" / "c1" / "c1_prob.nii.gz").exists()
+    sha = hashlib.sha256((tmp_path / "models" / "model.pt").read_bytes()).hexdigest()
+    now = RunRecord("threshold", "1.0", {"models/model.pt": sha}, {"threshold": [0.5]})
+    assert cases.planned == (now, [[tmp_path / "out" / "c1" / "c1_seg.nii.gz"]])
+    assert read_record(tmp_path / "out" / "c1" / "c1_provenance.json") == (now, ["c1_seg.nii.gz"])
 
 
 def test_an_overlay_without_a_network_must_bring_its_evaluator(tmp_path):

@@ -47,21 +47,23 @@ def test_infer_refuses_an_untrained_bundle_and_a_missing_input(tmp_path):
 
 
 def test_strokeseg_train_then_infer_end_to_end(tmp_path):
+    """Through folders whose names hold what hospital exports do: quotes, an apostrophe, spaces, a comma, ü."""
     from strokeseg.data.phantoms import synthesize_dataset
 
-    data = synthesize_dataset("isles2015_siss", tmp_path / "data", cases=3, test_cases=1, seed=0)
-    bundle = Path(shutil.copytree(FIXTURE, tmp_path / "bundle"))
+    work = tmp_path / 'it\'s a "dir" ü, [1]'
+    data = synthesize_dataset("isles2015_siss", work / "data 'x'", cases=3, test_cases=1, seed=0)
+    bundle = Path(shutil.copytree(FIXTURE, work / 'bundle "copy"'))
     smoke = ["--epochs", "1", "--samples_per_case", "2", "--num_workers", "0", "--cache_rate", "0"]
     cli = [sys.executable, "-m", "strokeseg.tools.cli"]
     trained = subprocess.run(
-        [*cli, "train", str(bundle), str(data), "--output_dir", str(tmp_path / "logs"), *smoke],
+        [*cli, "train", str(bundle), str(data), "--output_dir", str(work / "logs"), *smoke],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "aux.pt").is_file()
-    out = tmp_path / "pred"
+    out = work / "pred ü"
     inferred = subprocess.run(
         [*cli, "infer", str(bundle), str(data), "--out", str(out)], capture_output=True, text=True
     )

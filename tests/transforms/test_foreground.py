@@ -142,3 +142,60 @@ def test_brain_mask_refuses_a_bad_background_or_no_channel_axis() -> None:
         brain_mask(torch.ones(1, 2, 2), background="otsu")
     with pytest.raises(ValueError, match="channel-first"):
         brain_mask(torch.ones(4))
+
+
+def _scaled_int16(values: np.ndarray, slope: float, inter: float, tmp_path) -> torch.Tensor:
+    """``values`` stored as int16 with ``scl_slope``/``scl_inter`` and loaded back by MONAI, channel first."""
+    import nibabel as nib
+    from monai.transforms import LoadImage
+
+    stored = np.round((values - inter) / slope).astype(np.int16)
+    img = nib.Nifti1Image(stored, np.eye(4))
+    img.header.set_slope_inter(slope, inter)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, str(path))
+    return LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+
+
+def test_zero_background_restores_the_exact_zero_a_scaled_int16_map_loses(tmp_path) -> None:
+    from strokeseg.transforms.foreground import ZeroBackground
+
+    values = np.zeros((12, 10, 4), dtype=np.float32)
+    values[3:9, 2:8, 1:3] = np.arange(1, 6 * 6 * 2 + 1, dtype=np.float32).reshape(6, 6, 2)
+    loaded = _scaled_int16(values, 0.1, -3.7, tmp_path)
+    assert not bool(loaded[0][values == 0].eq(0).any())  # the fault: "brain = any channel != 0" takes everything
+    assert int(brain_mask(loaded).sum()) == values.size
+
+    shifted = ZeroBackground("mode")(loaded)
+
+    assert isinstance(shifted, MetaTensor) and shifted.dtype == torch.float32
+    np.testing.assert_allclose(shifted.affine.numpy(), np.eye(4))
+    assert torch.equal(brain_mask(shifted), torch.from_numpy(values != 0))
+    np.testing.assert_allclose(shifted[0].numpy(), values, atol=1e-5)
+
+
+def test_zero_background_is_per_channel_and_keeps_nan_for_the_checks_after_it() -> None:
+    from strokeseg.transforms.foreground import ZeroBackgroundd, background_values
+
+    img = torch.full((2, 40), 7.0)
+    img[0, :10] = torch.arange(10.0) + 20.0  # channel 0: background 7 (mode), minimum 7
+    img[1] = torch.linspace(-3.0, 5.0, 40)  # channel 1: no repeated value, minimum -3
+    img[1, 5] = float("nan")
+
+    assert background_values(img, "mode")[0] == 7.0
+    np.testing.assert_allclose(background_values(img, "minimum").numpy(), [7.0, -3.0])
+    out = ZeroBackgroundd("image", rule="minimum")({"image": img})["image"]
+
+    assert out[0, 10:].eq(0).all() and out[0, 0] == 13.0
+    assert out[1, 0] == 0.0 and int(torch.isnan(out[1]).sum()) == 1
+
+
+def test_zero_background_leaves_a_zero_background_as_it_is() -> None:
+    from strokeseg.transforms.foreground import ZeroBackground
+
+    img = torch.zeros(1, 6, 5, 4)
+    img[0, 2:4, 1:3, 1:3] = torch.tensor([[0.5, 2.0], [3.0, 4.0]])
+    for rule in ("mode", "minimum"):
+        assert torch.equal(ZeroBackground(rule)(img), img)
+    with pytest.raises(ValueError, match="rule"):
+        ZeroBackground("median")

@@ -48,6 +48,22 @@ def test_mask_written_under_case_name_with_affine_and_values(tmp_path: Path) -> 
     np.testing.assert_array_equal(np.asarray(nii.dataobj), values[0].numpy().astype(np.uint8))
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_volume_stored_with_permuted_axes_keeps_its_grid_and_affine(tmp_path: Path, channels: int) -> None:
+    # sagittal storage: voxel axis 0 runs along z; MONAI's writer used to fail with "Affine ... is not invertible"
+    affine = np.array([[0.0, 0.0, -1.2, 10.0], [0.0, 1.1, 0.0, 5.0], [1.3, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 1.0]])
+    values = torch.rand(channels, 5, 6, 7)
+    img = MetaTensor(values, affine=torch.as_tensor(affine))
+
+    path = SaveCasePrediction(tmp_path, postfix="prob", output_dtype=np.float32)(img, "sagittal")
+
+    nii = nib.load(str(path))
+    assert nii.shape == ((5, 6, 7) if channels == 1 else (5, 6, 7, channels))
+    np.testing.assert_allclose(nii.affine, affine, atol=1e-5)
+    expected = values[0].numpy() if channels == 1 else np.moveaxis(values.numpy(), 0, -1)
+    np.testing.assert_allclose(np.asarray(nii.dataobj), expected, atol=1e-6)
+
+
 def test_channel_selects_one_channel_of_a_probability_map(tmp_path: Path) -> None:
     affine = _oblique_affine()
     values = torch.rand(2, 4, 5, 3)

@@ -5,6 +5,9 @@ The method is that of Clèrigues et al. 2020, §3.1.
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -12,11 +15,19 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from strokeseg.errors import DataError
-from strokeseg.transforms.symmetry import SymmetricModalities, SymmetricModalitiesd, left_right_axis
+from strokeseg.transforms import symmetry
+from strokeseg.transforms.symmetry import (
+    RigidTransform,
+    SymmetricModalities,
+    SymmetricModalitiesd,
+    left_right_axis,
+    register_mirror,
+)
 
 SHAPE = (64, 72, 48)
 SPACING = 2.0
 LESION = (44, 40, 26)  # voxel centre of the lesion, right of the midline x = 31.5 in the canonical frame
+DETERMINISM_ITERATIONS = 30  # enough for thread-order rounding to show in the transform (it did in every run)
 
 
 def _ball(centre, radius, shape=SHAPE):
@@ -103,6 +114,49 @@ def test_deterministic_and_cached(moved_case, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(serial, threaded) and torch.equal(serial, c)
+
+
+def _register_moved_head(iterations: int) -> np.ndarray:
+    """The 12 numbers of the registration of the moved phantom's mirror (run in this or a forked process)."""
+    rigid = register_mirror(_move(_symmetric_head(), 8.0, (5, -3, 0)), [SPACING] * 3, 0, iterations=iterations)
+    return np.concatenate([rigid.matrix.ravel(), rigid.offset])
+
+
+def test_registration_is_bitwise_reproducible_in_one_process_and_across_processes():
+    # ITK's Mattes metric summed its work units' histograms in thread order: the transform's last digits changed
+    # from call to call, the mirrored channels with them, and two trainings with one seed gave different weights.
+    first = _register_moved_head(DETERMINISM_ITERATIONS)
+    np.testing.assert_array_equal(_register_moved_head(DETERMINISM_ITERATIONS), first)
+    # a forked process inherits the loaded ITK modules (a fresh interpreter would spend seconds loading them)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        other = pool.submit(_register_moved_head, DETERMINISM_ITERATIONS).result(timeout=120)
+    np.testing.assert_array_equal(other, first)
+
+
+def test_each_case_is_registered_once_per_object_and_once_per_cache_folder(moved_case, tmp_path, monkeypatch):
+    img = moved_case[0]
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return register_mirror(*args, **kwargs)
+
+    monkeypatch.setattr(symmetry, "register_mirror", counted)
+    in_memory = SymmetricModalities(iterations=5)
+    first = in_memory(img)
+    assert torch.equal(in_memory(img), first) and len(calls) == 1  # a second epoch re-uses the transform
+    other = img.clone()
+    other[0, 10, 10, 10] += 1.0  # another case (any voxel of the reference channel)
+    in_memory(other)
+    assert len(calls) == 2
+    on_disk = SymmetricModalities(iterations=5, cache_dir=tmp_path / "registration")
+    assert torch.equal(on_disk(img), first) and len(calls) == 3
+    (cache_file,) = (tmp_path / "registration").glob("*.json")
+    again = SymmetricModalities(iterations=5, cache_dir=tmp_path / "registration")  # a rerun, a worker process
+    assert torch.equal(again(img), first) and len(calls) == 3
+    cache_file.write_text('{"matrix": [[1, 0')  # cut short: registered again, the file rewritten
+    assert torch.equal(SymmetricModalities(iterations=5, cache_dir=tmp_path / "registration")(img), first)
+    assert len(calls) == 4 and RigidTransform.from_json(cache_file.read_text()).offset.shape == (3,)
 
 
 def test_left_right_axis_from_affine():

@@ -116,12 +116,14 @@ def _assign_folds(patient_sizes: dict[str, int], num_folds: int, seed: int) -> d
 
 
 def build_datalist(
-    layout: str, root: str | Path, folds: int = 5, seed: int = 0, allow_incomplete: bool = False
+    layout: str | Layout, root: str | Path, folds: int = 5, seed: int = 0, allow_incomplete: bool = False
 ) -> dict:
     """Discover every case of an ISLES tree and return its decathlon-style datalist with per-patient folds.
 
     Args:
-        layout: layout name (``isles2015_siss``, ``isles2015_spes``, ``isles2017``, ``isles2018``, ``isles2022``).
+        layout: layout name (``isles2015_siss``, ``isles2015_spes``, ``isles2017``, ``isles2018``, ``isles2022``)
+            or a :class:`~strokeseg.data.layouts.Layout` (e.g. one narrowed to what a bundle reads,
+            :func:`strokeseg.data.discovery.narrowed_layout`).
         root: dataset root as downloaded (or as written by ``strokeseg synth``).
         folds: number of cross-validation folds K (``<= 1``: every training case is in fold 0).
         seed: seed of the per-patient fold shuffle.
@@ -137,19 +139,19 @@ def build_datalist(
         DataError: missing root, no case folder, or (unless ``allow_incomplete``) a bad case: missing or
             duplicated volume, unreadable / truncated NIfTI, grids that differ inside the case.
     """
-    spec = get_layout(layout)
+    spec = layout if isinstance(layout, Layout) else get_layout(layout)
     if folds < 0:
         raise ValueError(f"folds must be >= 0, got {folds}")
     num_folds = max(int(folds), 1)
     root = Path(os.path.normpath(Path(root).absolute()))
     if not root.is_dir():
-        raise DataError(f"{layout}: dataset root {root} does not exist or is not a folder")
+        raise DataError(f"{spec.name}: dataset root {root} does not exist or is not a folder")
     infos = case_folders(spec, root)
     if not infos:
         example = spec.train_case_pattern.replace("{n:04d}", "0001").replace("{n}", "1")
         seen = ", ".join(p.name for p in subfolders(root)) or "nothing"
         where = f"{root}/rawdata" if spec.bids and (root / "rawdata").is_dir() else str(root)
-        raise DataError(f"{layout}: no case folder (like {example!r}) in {where}; found: {seen}")
+        raise DataError(f"{spec.name}: no case folder (like {example!r}) in {where}; found: {seen}")
 
     cases: list[DiscoveredCase] = []
     skipped: list[dict] = []
@@ -165,7 +167,7 @@ def build_datalist(
             continue
         cases.append(case)
     if not cases:
-        raise DataError(f"{layout}: none of the {len(infos)} cases in {root} is complete ({len(skipped)} skipped)")
+        raise DataError(f"{spec.name}: none of the {len(infos)} cases in {root} is complete ({len(skipped)} skipped)")
 
     _assign_patients(cases, spec)
     sizes: dict[str, int] = {}
@@ -175,7 +177,7 @@ def build_datalist(
     patient_fold = _assign_folds(sizes, num_folds, seed)
     if 0 < len(sizes) < num_folds:
         warnings.warn(
-            f"{layout}: {len(sizes)} training patients for {num_folds} folds; some folds are empty", stacklevel=2
+            f"{spec.name}: {len(sizes)} training patients for {num_folds} folds; some folds are empty", stacklevel=2
         )
 
     training, testing = [], []

@@ -10,15 +10,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from strokeseg.data.headers import AFFINE_TOLERANCE, FileGrid, grid_text, read_grid, same_grid, shown_path
 from strokeseg.data.layouts import Layout, modality_token
+from strokeseg.dicom import is_dicom_file, is_dicom_folder, lone_dicom_file_error
 from strokeseg.errors import DataError
 from strokeseg.naming import nifti_stem
 
-__all__ = ["DiscoveredCase", "subfolders", "case_folders", "discover_case", "check_case_grids"]
+__all__ = [
+    "DiscoveredCase",
+    "subfolders",
+    "case_folders",
+    "discover_case",
+    "check_case_grids",
+    "standalone_volumes",
+    "narrowed_layout",
+]
 
 _BIDS_RE = re.compile(r"^(?P<entities>.+)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
 
@@ -269,3 +278,60 @@ def discover_case(layout: Layout, root: Path, info: tuple) -> DiscoveredCase:
         DataError: a required volume is missing or found twice, or a sidecar is unreadable.
     """
     return (_discover_bids if layout.bids else _discover_legacy)(layout, root, info)
+
+
+def standalone_volumes(path: Path) -> list[Path] | None:
+    """The volumes of a stand-alone input, one single-modality case each, or ``None`` for anything else.
+
+    A stand-alone input is a NIfTI file, a DICOM series folder, a folder holding only NIfTI files, or a folder
+    whose sub-folders are all DICOM series folders; a dataset root or a datalist gives ``None``.
+
+    Raises:
+        DataError: ``path`` is a single DICOM file (the message asks for the folder of its series).
+    """
+    path = Path(path)
+    if path.is_file():
+        if nifti_stem(path.name) is not None:
+            return [path]
+        if is_dicom_file(path):
+            raise lone_dicom_file_error(path)
+        return None
+    if not path.is_dir():
+        return None
+    if is_dicom_folder(path):
+        return [path]
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    files = sorted((p for p in entries if p.is_file() and nifti_stem(p.name) is not None), key=lambda p: p.name)
+    folders = sorted((p for p in entries if p.is_dir()), key=lambda p: _natural_key(p.name))
+    if files and not folders:
+        return files
+    if folders and not files and all(is_dicom_folder(p) for p in folders):
+        return folders
+    return None
+
+
+def narrowed_layout(layout: Layout, modalities: Sequence[str] | None, extras: Sequence[str] | None) -> Layout:
+    """``layout`` asking only for what a bundle reads: ``modalities`` (in that order) and the ``extras`` keys.
+
+    The other extras stay known (picked up when present) but are no longer required, so inference accepts a
+    case that lacks a file the bundle does not read.
+
+    Args:
+        layout: the dataset layout.
+        modalities: modality tokens read, in order (case-blind); ``None``: all of the layout's.
+        extras: extra keys read; ``None``: the layout's required extras stay required.
+
+    Raises:
+        ValueError: a token is none of the layout's modalities (the message lists them).
+    """
+    tokens = layout.modalities
+    if modalities is not None:
+        by_lower = {t.lower(): t for t in layout.modalities}
+        unknown = [m for m in modalities if str(m).lower() not in by_lower]
+        if unknown:
+            raise ValueError(f"{layout.name}: unknown modality {unknown[0]!r}; available: {', '.join(tokens)}")
+        tokens = tuple(by_lower[str(m).lower()] for m in modalities)
+    kept = layout.extras
+    if extras is not None:
+        kept = tuple(e if e.key in extras else replace(e, required=False) for e in layout.extras)
+    return replace(layout, modalities=tokens, extras=kept)

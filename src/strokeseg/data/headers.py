@@ -15,12 +15,13 @@ import nibabel as nib
 import numpy as np
 
 from strokeseg.errors import DataError
+from strokeseg.grids import GRID_TOLERANCE_MM, affines_match
 from strokeseg.transforms.validation import gzip_payload_size
 
 __all__ = ["AFFINE_TOLERANCE", "FileGrid", "read_grid", "same_grid", "grid_text", "shown_path"]
 
-#: affine entries (mm) closer than this are the same grid
-AFFINE_TOLERANCE = 1e-3
+#: affine entries (mm) closer than this are the same grid (the default of ``grid_tolerance_mm``)
+AFFINE_TOLERANCE = GRID_TOLERANCE_MM
 
 
 @dataclass
@@ -85,9 +86,17 @@ def read_grid(path: Path, case: str, root: Path) -> FileGrid:
     return FileGrid(path=path, shape=shape, affine=affine)
 
 
-def same_grid(a: FileGrid, b: FileGrid) -> bool:
-    """Whether two files share the first three dimensions and the affine (within :data:`AFFINE_TOLERANCE`)."""
-    return a.shape[:3] == b.shape[:3] and bool(np.allclose(a.affine, b.affine, rtol=0.0, atol=AFFINE_TOLERANCE))
+def same_grid(a: FileGrid, b: FileGrid, tolerance_mm: float = GRID_TOLERANCE_MM) -> bool:
+    """Whether two files share the first three dimensions and the affine (:func:`strokeseg.grids.affines_match`).
+
+    Args:
+        a, b: the files' grids.
+        tolerance_mm: largest difference between affine entries (mm) that still counts as one grid.
+
+    Raises:
+        KnobError: ``tolerance_mm`` is not a number >= 0.
+    """
+    return a.shape[:3] == b.shape[:3] and affines_match(a.affine, b.affine, tolerance_mm)
 
 
 def grid_text(grid: FileGrid, root: Path) -> str:

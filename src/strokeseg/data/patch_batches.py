@@ -27,6 +27,7 @@ from monai.data import DataLoader, list_data_collate
 from monai.utils import MAX_SEED
 from torch.utils.data import IterableDataset, get_worker_info
 
+from strokeseg.errors import DataError
 from strokeseg.naming import entry_case_name
 
 __all__ = ["PatchBatchDataset", "PatchBatchLoader", "passthrough"]
@@ -207,7 +208,7 @@ class PatchBatchLoader(DataLoader):
         super().__init__(patches, batch_size=None, collate_fn=passthrough, num_workers=num_workers, **kwargs)
         patches.case_order = self._next_order(advance=False)
         if len(patches) == 0 and patches.case_order:
-            raise ValueError(
+            raise DataError(  # a ValueError too; a StrokesegError, so a bundle run ends with this line alone
                 f"no full batch of {patches.batch_size} patches: {len(patches.case_order)} case(s) × "
                 f"samples_per_case={patches.samples_per_case}, split between {max(1, num_workers)} loader "
                 "worker(s); lower the batch size or the workers, or raise samples_per_case"

@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from strokeseg.errors import DataError
+from strokeseg.grids import GRID_TOLERANCE_MM, affines_match, grid_tolerance
 from strokeseg.naming import NIFTI_SUFFIXES, OUTPUT_TAILS, case_name, nifti_stem
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "load_volume",
     "check_same_grid",
 ]
-
-AFFINE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -181,15 +180,24 @@ def load_volume(path: str | Path) -> Volume:
     return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms, path=path)
 
 
-def check_same_grid(a: Volume, b: Volume) -> None:
-    """Raise :class:`DataError` naming both files when shapes differ or affines differ by more than 1e-3."""
+def check_same_grid(a: Volume, b: Volume, tolerance_mm: float = GRID_TOLERANCE_MM) -> None:
+    """Raise when the two volumes do not share one grid (:func:`strokeseg.grids.affines_match`).
+
+    Args:
+        a, b: the volumes (a prediction and its reference).
+        tolerance_mm: largest accepted difference between affine entries, in mm (``--grid_tolerance_mm``).
+
+    Raises:
+        DataError: the shapes differ, or the affines differ by more than ``tolerance_mm`` (both files named).
+        KnobError: ``tolerance_mm`` is not a number >= 0.
+    """
     if a.data.shape != b.data.shape:
         raise DataError(
             f"grid mismatch: {a.path} has shape {a.data.shape} but {b.path} has {b.data.shape}; resample first."
         )
-    if not np.allclose(a.affine, b.affine, atol=AFFINE_TOLERANCE, rtol=0):
+    if not affines_match(a.affine, b.affine, tolerance_mm):
         worst = float(np.abs(a.affine - b.affine).max())
         raise DataError(
-            f"grid mismatch: affines of {a.path} and {b.path} differ by up to {worst:.4g} "
-            f"(tolerance {AFFINE_TOLERANCE}); resample first."
+            f"grid mismatch: affines of {a.path} and {b.path} differ by up to {worst:.4g} mm "
+            f"(tolerance {grid_tolerance(tolerance_mm):g} mm, --grid_tolerance_mm); resample first."
         )

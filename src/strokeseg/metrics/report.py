@@ -23,6 +23,7 @@ import numpy as np
 
 from strokeseg.atomic_io import write_text_atomic
 from strokeseg.errors import DataError
+from strokeseg.grids import GRID_TOLERANCE_MM, grid_tolerance
 from strokeseg.metrics.case import CASE_COLUMNS, case_metrics
 from strokeseg.metrics.casefiles import Volume, check_same_grid, find_labels, find_predictions, load_volume
 from strokeseg.metrics.curves import CurveAccumulator
@@ -301,13 +302,15 @@ def write_report(
     return out
 
 
-def _load_case(pred_files, label_path: Path) -> tuple[Volume, Volume, Volume | None]:
+def _load_case(
+    pred_files, label_path: Path, tolerance_mm: float = GRID_TOLERANCE_MM
+) -> tuple[Volume, Volume, Volume | None]:
     ref = load_volume(label_path)
     seg = load_volume(pred_files.seg) if pred_files.seg is not None else None
     prob = load_volume(pred_files.prob) if pred_files.prob is not None else None
     for vol in (seg, prob):
         if vol is not None:
-            check_same_grid(vol, ref)
+            check_same_grid(vol, ref, tolerance_mm)
     return ref, seg if seg is not None else prob, prob
 
 
@@ -334,6 +337,7 @@ def evaluate_folders(
     figures: bool = True,
     allow_missing: bool = False,
     images: Mapping[str, str | Path] | None = None,
+    grid_tolerance_mm: float = GRID_TOLERANCE_MM,
 ) -> Path:
     """Evaluate a folder of predictions against reference masks and write the report into ``out``.
 
@@ -351,6 +355,8 @@ def evaluate_folders(
             a case has only a prediction or only a label.
         images: optional ``{case: image file}`` drawn in grey under the overlay montages (first channel of a
             4-D file); a case without an image, or whose image is on another grid, is drawn on black.
+        grid_tolerance_mm: largest difference between the affine entries of a prediction and its reference, in
+            mm, that still counts as one grid (:func:`strokeseg.grids.affines_match`).
 
     Returns:
         The report folder.
@@ -358,7 +364,9 @@ def evaluate_folders(
     Raises:
         DataError: unmatched cases (unless ``allow_missing``), no common case, a grid mismatch (names
             both files) or an unreadable file (names it).
+        KnobError: ``grid_tolerance_mm`` is not a number >= 0.
     """
+    tolerance = grid_tolerance(grid_tolerance_mm)
     predictions, references = find_predictions(pred), find_labels(labels)
     only_pred = sorted(set(predictions) - set(references))
     only_ref = sorted(set(references) - set(predictions))
@@ -377,7 +385,7 @@ def evaluate_folders(
     builder = ReportBuilder(threshold=threshold, connectivity=connectivity, per_slice=per_slice)
 
     def evaluate_case(case: str) -> CaseResult:
-        ref, seg, prob = _load_case(predictions[case], references[case])
+        ref, seg, prob = _load_case(predictions[case], references[case], tolerance)
         soft = None if prob is None or prob is seg else prob.data
         background = _overlay_background(images.get(case), ref) if images and figures else None
         return builder.compute_case(case, seg.data, ref.data, ref.spacing, prob=soft, background=background)

@@ -31,7 +31,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from strokeseg.networks.weights import describe_mismatch, first_line, read_state
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "CheckpointWriteError",
     "StrictCheckpointLoader",
     "TrainingDivergedError",
     "remove_stale_partials",
@@ -60,6 +62,41 @@ PARTIAL_PREFIX = ".partial-"
 
 class TrainingDivergedError(StrokesegError, FloatingPointError):
     """Training produced a NaN/Inf loss or NaN/Inf weights; the checkpoints written before it are kept."""
+
+
+class CheckpointWriteError(StrokesegError, OSError):
+    """A checkpoint could not be written (a full disk, a folder that became read-only); the files there are intact."""
+
+
+@contextmanager
+def checkpoint_writing(path: str | Path) -> Iterator[None]:
+    """Turn a failed write of the checkpoint file ``path`` into a one-line :class:`CheckpointWriteError`.
+
+    ``torch.save`` into a full disk raises a bare ``OSError(ENOSPC)`` (no file name) or, writing to a path,
+    PyTorch's ``RuntimeError`` from its zip writer; either ended a training run in a traceback of ≈ 125 lines.
+    The atomic write has already removed its temporary file, so the message can say the folder is as it was.
+
+    Raises:
+        CheckpointWriteError: the write failed with an ``OSError`` or PyTorch's writer error.
+    """
+    try:
+        yield
+    except CheckpointWriteError:
+        raise
+    except OSError as err:
+        reason = err.strerror or first_line(err)
+        raise CheckpointWriteError(_write_failure(Path(path), reason)) from err
+    except RuntimeError as err:
+        if "PytorchStreamWriter" not in str(err) and "write failed" not in str(err):
+            raise
+        raise CheckpointWriteError(_write_failure(Path(path), first_line(err))) from err
+
+
+def _write_failure(path: Path, reason: str) -> str:
+    return (
+        f"{path.parent}: cannot write checkpoint {path.name} ({reason}); the checkpoints already there are kept: "
+        "free space there (or pass another --ckpt_dir) and run again to resume"
+    )
 
 
 class StrictCheckpointLoader(CheckpointLoader):
@@ -170,7 +207,7 @@ class AtomicDiskSaver(DiskSaver):
                 )
         if idist.get_rank() != self.save_on_rank:
             return
-        with atomic_path(path) as tmp:
+        with checkpoint_writing(path), atomic_path(path) as tmp:
             with open(tmp, "wb") as stream:
                 torch.save(checkpoint, stream, **self.kwargs)
                 stream.flush()
@@ -327,7 +364,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         state = self.state_dict()
         state["file"] = filename
         state["epoch"] = int(engine.state.epoch) if engine is not None else None
-        write_text_atomic(self.key_metric_state_file, json.dumps(state, indent=4) + "\n")
+        with checkpoint_writing(self.key_metric_state_file):
+            write_text_atomic(self.key_metric_state_file, json.dumps(state, indent=4) + "\n")
 
     # ---- attaching
 

@@ -37,6 +37,11 @@ ERROR_PREFIX = "strokeseg: error: "
 # A DataLoader worker re-raises its exception as text ("Caught RuntimeError in DataLoader worker process 0.
 # Original Traceback ...") under a new exception of the outer type: the strokeseg error is a line in it.
 _WORKER_LINE = re.compile(r"^(?:Original )?strokeseg\.[\w.]*(?:Error|Exception): (?P<message>.+)$", re.MULTILINE)
+# PyTorch's words for "a CUDA device was asked for and there is none" (AssertionError / RuntimeError)
+_NO_CUDA = re.compile(
+    r"Torch not compiled with CUDA enabled|Found no NVIDIA driver|No CUDA GPUs are available|"
+    r"CUDA driver initialization failed|invalid device ordinal"
+)
 # the loggers whose records repeat an exception (StatsHandler's own logger does not propagate to the root)
 _LOGGERS = ("monai.handlers.StatsHandler",)
 _state: dict[str, object] = {"installed": False, "previous": None}
@@ -73,8 +78,8 @@ def input_problem(exc: BaseException) -> str | None:
 
     Looks through the whole cause chain (MONAI wraps errors in ``RuntimeError: applying transform`` and
     ``Failed to evaluate ConfigExpression``), for, in this order: a :class:`StrokesegError` (its message),
-    a strokeseg error re-raised as text by a DataLoader worker, a nibabel ``ImageFileError``, an
-    ``OSError`` that names a file.
+    a strokeseg error re-raised as text by a DataLoader worker, a nibabel ``ImageFileError``, PyTorch's
+    error for a CUDA device that is not there, an ``OSError`` that names a file.
     """
     chain = list(_chain(exc))
     for item in chain:
@@ -87,6 +92,12 @@ def input_problem(exc: BaseException) -> str | None:
     for item in chain:
         if type(item).__name__ == "ImageFileError":
             return _one_line(str(item))
+    for item in chain:
+        if isinstance(item, (AssertionError, RuntimeError)) and _NO_CUDA.search(str(item)):
+            return (
+                f"a CUDA device was asked for (--device) and this machine has none usable ({_one_line(str(item))}); "
+                "leave --device out (it picks what is there) or pass --device cpu"
+            )
     for item in chain:
         if isinstance(item, OSError) and not isinstance(item, (ConnectionError, TimeoutError)):
             problem = _os_problem(item)

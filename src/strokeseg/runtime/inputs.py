@@ -15,9 +15,13 @@ or a folder of them, without editing the config.
     "run": ["$@inference.run()"]
 
 * the output folder is checked (created, writable) before anything runs;
-* a rerun skips every case whose outputs (the bundle description's ``inference_outputs``) all exist,
-  unless ``overwrite``; temporary files of a killed earlier run are removed first (outputs are written
-  atomically by :mod:`strokeseg.transforms.io`, so a killed run leaves no half-written NIfTI);
+* a rerun (:meth:`InferenceCases.plan_rerun`, called by the wiring before anything runs) skips every case
+  whose outputs all exist *and* whose record says this bundle, these weights and these options made them
+  (:mod:`strokeseg.runtime.reruns`); it runs the cases with an output missing, and refuses, in one line, a
+  folder holding another run's outputs, unless ``overwrite`` (a config that writes its own files, without the
+  shared wiring, keeps no records: it skips a case whose described outputs exist); temporary files of a killed
+  earlier run are removed first (outputs are written atomically by :mod:`strokeseg.transforms.io`, so a killed
+  run leaves no half-written NIfTI);
 * with ``skip_bad_cases``, a case whose input is bad (a :class:`~strokeseg.errors.StrokesegError` while
   it is discovered or loaded) is skipped, the good cases are written, and the run ends by listing each bad
   case (``strokeseg: bad case: <case>: <file>: <problem>``) on stderr, followed by one error line; the exit
@@ -32,16 +36,20 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from strokeseg.atomic_io import check_writable_folder
 from strokeseg.data.datalist import build_datalist, cases_for, select_split
+from strokeseg.data.discovery import narrowed_layout, standalone_volumes
 from strokeseg.data.layouts import get_layout
 from strokeseg.errors import BundleError, DataError
 from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.naming import case_name, nifti_stem
 from strokeseg.runtime.description import describe_bundle
 from strokeseg.runtime.errors import close_progress_bars, input_problem
+from strokeseg.runtime.input_grid import SPACING_FACTOR, warn_untrained_grids
+from strokeseg.runtime.reruns import RunRecord, check_case, refusal
 
 __all__ = [
     "inference_cases",
@@ -74,37 +82,39 @@ def inference_cases(
     seed: int = 0,
     modalities: Sequence[str] | None = None,
     skip_bad_cases: bool = False,
+    extras: Sequence[str] | None = None,
 ) -> list[dict]:
     """Cases to run inference on, as datalist entries with absolute ``image`` paths and a ``case`` name.
 
     Args:
-        source: a NIfTI file (one single-modality case), a folder holding only NIfTI files (one case per
-            file), a datalist ``.json``, or the root of an ISLES layout.
+        source: a NIfTI file or a DICOM series folder (one single-modality case), a folder holding only NIfTI
+            files or only DICOM series folders (one case each), a datalist ``.json``, or the root of an ISLES
+            layout.
         layout: layout of ``source`` when it is a dataset root or datalist.
         split: which cases of a layout: ``test``, ``val``, ``train``, ``trainval`` or ``all``.
         fold, num_folds, seed: fold selection for ``val``/``train``.
-        modalities: image channels to keep, in order (layout tokens).
+        modalities: image channels to keep, in order (layout tokens); a dataset root's cases need only these.
         skip_bad_cases: a dataset root is discovered leniently: a broken case (missing volume, unreadable
             or truncated file, grids that differ) is returned as ``{"case": name, BAD_CASE_KEY: problem}``
             instead of stopping discovery.
+        extras: the layout's extra files (keys) the bundle's inference reads; a dataset root's cases need only
+            these (``None``: every extra the layout requires).
 
     Raises:
-        DataError: ``source`` does not exist or holds no case.
+        DataError: ``source`` does not exist, is a single DICOM file, or holds no case.
     """
     path = Path(source)
     if not path.exists():
         raise DataError(f"inference input {path} does not exist")
-    if path.is_file() and is_nifti(path):
-        return [{"image": [str(path.resolve())], "case": case_name(path)}]
+    volumes = standalone_volumes(path)
+    if volumes is not None:
+        return [{"image": [str(p.resolve())], "case": case_name(p)} for p in volumes]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
-        subdirs = [p for p in path.iterdir() if p.is_dir()]
-        if files and not subdirs:
-            return [{"image": [str(p.resolve())], "case": case_name(p)} for p in files]
-    if skip_bad_cases and path.is_dir():
+        spec = narrowed_layout(get_layout(layout), modalities, extras)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the skipped cases are reported at the end of the run
-            data = build_datalist(layout, path, folds=num_folds, seed=seed, allow_incomplete=True)
+            if skip_bad_cases:
+                warnings.simplefilter("ignore")  # the skipped cases are reported at the end of the run
+            data = build_datalist(spec, path, folds=num_folds, seed=seed, allow_incomplete=skip_bad_cases)
         cases = select_split(data, split, fold, num_folds, modalities)
         cases += [{"case": item["case"], BAD_CASE_KEY: item["reason"]} for item in data.get("skipped", [])]
     else:
@@ -121,11 +131,8 @@ def check_output_dir(output_dir: str | Path) -> Path:
         DataError: the folder cannot be created or is not writable (the message names it).
     """
     folder = Path(output_dir)
-    probe = folder / f".partial-{os.getpid()}-write-test"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        check_writable_folder(folder)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise DataError(f"output folder {folder}: not writable ({reason})") from exc
@@ -160,22 +167,19 @@ def remove_stale_partials(output_dir: str | Path) -> list[Path]:
 
 
 def _check_single_files(source: Path, layout: str, modalities: Sequence[str] | None) -> None:
-    """Refuse stand-alone NIfTI files (one file = one single-modality case) for a multi-modality bundle.
+    """Refuse stand-alone volumes (a NIfTI file or DICOM series = one single-modality case) for a
+    multi-modality bundle.
 
     Raises:
-        DataError: ``source`` is a NIfTI file or a folder of them and the bundle reads several modalities.
+        DataError: ``source`` is a stand-alone volume or a folder of them and the bundle reads several modalities.
     """
     wanted = list(modalities) if modalities is not None else list(get_layout(layout).modalities)
     if len(wanted) == 1:
         return
-    single = source.is_file() and is_nifti(source)
-    if source.is_dir() and not single:
-        entries = list(source.iterdir())
-        single = any(p.is_file() and is_nifti(p) for p in entries) and not any(p.is_dir() for p in entries)
-    if single:
+    if standalone_volumes(source) is not None:
         raise DataError(
-            f"{source}: a stand-alone NIfTI file is one single-modality case, but this bundle reads "
-            f"{len(wanted)} modalities ({', '.join(wanted)}); give a {layout} dataset folder or a datalist"
+            f"{source}: a stand-alone NIfTI file or DICOM series is one single-modality case, but this bundle "
+            f"reads {len(wanted)} modalities ({', '.join(wanted)}); give a {layout} dataset folder or a datalist"
         )
 
 
@@ -223,15 +227,20 @@ class InferenceCases:
     """The cases a batch inference run processes, with the bookkeeping shared by every bundle.
 
     Args:
-        source, layout, split, fold, num_folds, seed, modalities: as :func:`inference_cases`.
+        source, layout, split, fold, num_folds, seed, modalities, extras: as :func:`inference_cases`.
         output_dir: where the predictions go; checked (created, writable) now.
         bundle_root: the bundle, whose description names the files inference writes per case.
         skip_bad_cases: skip bad cases and list them at the end (see the module docstring).
-        overwrite: run cases whose outputs already exist (default: skip them).
+        overwrite: recompute cases whose outputs already exist (default: skip them when this run made them,
+            refuse when another did; see :meth:`plan_rerun`).
+        training_spacing_mm, min_input_shape, resampled_spacing_mm, spacing_factor: what the bundle's network
+            was trained at; a case far from it gets one warning line (:mod:`strokeseg.runtime.input_grid`).
 
     Attributes:
         cases: every case found. pending: those this run processes. done: names already written.
+        planned: whether :meth:`plan_rerun` decided ``pending`` from the cases' records.
         bad: ``(case, problem)`` of each bad case (discovery + loading).
+        grid_warnings: the warning lines of the cases on a grid the network was not trained for.
 
     Raises:
         DataError: no input, an unwritable output folder; without ``skip_bad_cases`` a bad case found
@@ -251,6 +260,11 @@ class InferenceCases:
         modalities: Sequence[str] | None = None,
         skip_bad_cases: BoolKnob = False,
         overwrite: BoolKnob = False,
+        extras: Sequence[str] | None = None,
+        training_spacing_mm: Sequence[float | None] | None = None,
+        min_input_shape: Sequence[int | None] | None = None,
+        resampled_spacing_mm: Sequence[float | None] | None = None,
+        spacing_factor: float = SPACING_FACTOR,
     ) -> None:
         self.output_dir = check_output_dir(output_dir)
         self.outputs = describe_bundle(bundle_root).inference_outputs
@@ -260,19 +274,59 @@ class InferenceCases:
         if removed:
             logger.info(f"removed {len(removed)} temporary file(s) of an interrupted earlier run in {self.output_dir}")
         _check_single_files(Path(source), layout, modalities)
-        found = inference_cases(source, layout, split, fold, num_folds, seed, modalities, self.skip_bad_cases)
+        found = inference_cases(source, layout, split, fold, num_folds, seed, modalities, self.skip_bad_cases, extras)
         self.bad: list[tuple[str, str]] = [(c["case"], c[BAD_CASE_KEY]) for c in found if BAD_CASE_KEY in c]
         self.cases = [c for c in found if BAD_CASE_KEY not in c]
+        self.grid_warnings = warn_untrained_grids(
+            self.cases,
+            training_spacing_mm=training_spacing_mm,
+            min_input_shape=min_input_shape,
+            resampled_spacing_mm=resampled_spacing_mm,
+            factor=float(spacing_factor),
+        )
+        # until plan_rerun (the shared wiring calls it), a config writing its own files skips by file names alone
+        self.planned = False
         self.done = [] if self.overwrite else [c["case"] for c in self.cases if self._written(c["case"])]
         self.pending = [c for c in self.cases if c["case"] not in set(self.done)]
+
+    def _written(self, case: str) -> bool:
+        return all((self.output_dir / pattern.replace("{case}", case)).is_file() for pattern in self.outputs)
+
+    def _log_skipped(self) -> None:
         if self.done:
             logger.info(
                 f"{len(self.done)} of {len(self.cases)} case(s) already have their outputs in {self.output_dir}; "
                 "skipping them (--overwrite true runs them again)"
             )
 
-    def _written(self, case: str) -> bool:
-        return all((self.output_dir / pattern.replace("{case}", case)).is_file() for pattern in self.outputs)
+    def plan_rerun(self, now: RunRecord, outputs_for: Callable[[str], Sequence[Path]]) -> None:
+        """Decide which cases this run skips (``done``) and which it runs (``pending``), from each case's record.
+
+        A case is skipped when its record matches ``now`` and lists every output this run writes (``outputs_for``
+        and the bundle description's ``inference_outputs``), all present; with ``overwrite`` every case runs.
+
+        Args:
+            now: this run's bundle, weights and options.
+            outputs_for: the files this run writes for a case.
+
+        Raises:
+            DataError: a case holds outputs of another run, or outputs with no record (one line, the first case).
+        """
+        self.planned = True
+        if self.overwrite:
+            self.done, self.pending = [], list(self.cases)
+            return
+        checks = []
+        for entry in self.cases:
+            case = entry["case"]
+            described = [self.output_dir / pattern.replace("{case}", case) for pattern in self.outputs]
+            checks.append(check_case(self.output_dir, case, now, [*outputs_for(case), *described]))
+        refused = [check for check in checks if check.action == "refuse"]
+        if refused:
+            raise refusal(refused, self.output_dir)
+        self.done = [check.case for check in checks if check.action == "skip"]
+        self.pending = [entry for entry in self.cases if entry["case"] not in set(self.done)]
+        self._log_skipped()
 
     def loader(self, dataloader):
         """What the evaluator iterates: ``dataloader`` itself, or with ``skip_bad_cases`` a
@@ -285,6 +339,8 @@ class InferenceCases:
         Raises:
             DataError: at least one case was bad (after listing them all on stderr).
         """
+        if not self.planned:
+            self._log_skipped()
         if self.pending:
             evaluator.run()
         else:

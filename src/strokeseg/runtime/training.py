@@ -21,18 +21,20 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, TerminateOnNan, global_step_from_engine
 from monai.handlers import CheckpointSaver, LrScheduleHandler, ValidationHandler
 
+from strokeseg.atomic_io import check_writable_folder, temporary_path
 from strokeseg.errors import BundleError
 from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.networks.weights import read_state
 from strokeseg.runtime.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
+    CheckpointWriteError,
     StrictCheckpointLoader,
     TrainingDivergedError,
     remove_stale_partials,
 )
 
-__all__ = ["StopOnNonFiniteLoss", "attach_training_checkpoints", "latest_checkpoint"]
+__all__ = ["StopOnNonFiniteLoss", "attach_training_checkpoints", "check_checkpoint_folder", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,26 @@ def _find_evaluators(trainer: Engine) -> list[Engine]:
     return [obj.validator for obj in _attached(trainer) if isinstance(obj, ValidationHandler) and obj.validator]
 
 
+def check_checkpoint_folder(ckpt_dir: str | Path) -> Path:
+    """Create ``ckpt_dir`` if needed and write (then remove) a small file in it, so that a folder where no
+    checkpoint can be written stops a run at its start rather than after its first epoch.
+
+    Raises:
+        CheckpointWriteError: the folder cannot be created or written into (one line naming it and why).
+    """
+    folder = Path(ckpt_dir)
+    probe = temporary_path(folder / "write-test")
+    try:
+        check_writable_folder(folder)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        where = f" ({err.filename} is in the way)" if err.filename and Path(err.filename) != probe else ""
+        raise CheckpointWriteError(
+            f"{folder}: cannot write checkpoints there: {reason}{where}; pass a writable --ckpt_dir"
+        ) from err
+    return folder
+
+
 def attach_training_checkpoints(
     trainer: Engine,
     ckpt_dir: str | Path,
@@ -180,9 +202,12 @@ def attach_training_checkpoints(
     Raises:
         BundleError: a plain (non-atomic) MONAI ``CheckpointSaver`` is attached, or ``objects`` names ``trainer``,
             or the checkpoint to resume from lacks an object of ``objects``.
+        CheckpointWriteError: ``save`` and ``ckpt_dir`` cannot be created or written into.
     """
 
     resume, save = as_bool(resume, "resume"), as_bool(save, "save")  # "--resume false" arrives as 'false'
+    if save:
+        check_checkpoint_folder(ckpt_dir)  # now, not when the first epoch ends
     evaluators = [evaluator] if isinstance(evaluator, Engine) else list(evaluator or _find_evaluators(trainer))
     if "trainer" in objects:
         raise BundleError("attach_training_checkpoints: 'trainer' is added automatically; do not name it in objects")

@@ -8,6 +8,11 @@ inferer, post-processing, weight files), so ``inference.json`` names only its me
 stay ids of the config (``"dataset": "$@inference.dataset"``, ``"evaluator": "$@inference.evaluator"``), and each
 part is built on first use, so an overlay that replaces the evaluator (the uResNet's fold ensemble) reuses the
 loader and writers without building the single-network evaluator.
+
+Before the dataset is built, the run's :attr:`~CaseInference.record` (bundle, sha256 of every weight file, the
+``options`` that change the values written) decides which cases a rerun skips, runs or refuses
+(:meth:`~strokeseg.runtime.inputs.InferenceCases.plan_rerun`), and each case's record is written before its files
+(:class:`~strokeseg.runtime.reruns.RecordedWriters`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from monai.transforms import Compose
 from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.runtime.checkpoint import StrictCheckpointLoader
 from strokeseg.runtime.inputs import InferenceCases
+from strokeseg.runtime.reruns import RecordedWriters, RunRecord, bundle_identity, file_sha256
 from strokeseg.transforms.io import SaveCasePredictiond
 
 __all__ = ["CaseInference"]
@@ -46,12 +52,16 @@ class CaseInference:
         postprocessing: the bundle's tensor post-processing (the writers are appended to it).
         weights: ``{file relative to the bundle root: load_dict}``; each file is loaded strictly before the run
             (:class:`~strokeseg.runtime.checkpoint.StrictCheckpointLoader`); a ``None`` load_dict skips the file.
+            The sha256 of each loaded file goes into the run's record.
         save_prob: also write ``<case>_prob.nii.gz`` (float32) from the ``prob`` key; a boolean knob in any
             command-line spelling (``true``, ``False``, ``0`` …).
         prob_channel: the channel of ``prob`` to write (``None``: the whole map).
         num_workers: ``DataLoader`` workers.
         amp: MONAI's CUDA autocast for the evaluator (a boolean knob).
         extra_handlers: further handlers, run after the weight loaders.
+        options: the inference knobs that change the values written (precision, preprocessing, inferer and
+            post-processing parameters), as JSON values; recorded with each case, a rerun skips a case only if
+            they match (:mod:`strokeseg.runtime.reruns`).
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class CaseInference:
         num_workers: int = 0,
         amp: BoolKnob = False,
         extra_handlers: Sequence[Any] = (),
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.inputs = inputs
         self.bundle_root = Path(bundle_root)
@@ -83,10 +94,36 @@ class CaseInference:
         self.num_workers = int(num_workers)
         self.amp = as_bool(amp, "amp")
         self.extra_handlers = list(extra_handlers)
+        self.options = dict(options or {})
+
+    def _loaded_weights(self) -> list[str]:
+        return [name for name, load_dict in self.weights.items() if load_dict is not None]
+
+    def _weight_key(self, name: str) -> str:
+        path = (self.bundle_root / name).resolve()
+        root = self.bundle_root.resolve()
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    @cached_property
+    def record(self) -> RunRecord:
+        """This run's bundle (name, version), the sha256 of each weight file it loads, and its ``options``.
+
+        Raises:
+            BundleError: a weight file does not exist.
+        """
+        name, version = bundle_identity(self.bundle_root)
+        weights = {self._weight_key(n): file_sha256(self.bundle_root / n) for n in self._loaded_weights()}
+        return RunRecord(name, version, weights, self.options)
 
     @cached_property
     def dataset(self) -> Dataset:
-        """The pending cases with the bundle's preprocessing."""
+        """The cases this run processes (a rerun's skipped or refused ones decided first), with the preprocessing.
+
+        Raises:
+            DataError: the output folder holds another run's outputs (see
+                :meth:`~strokeseg.runtime.inputs.InferenceCases.plan_rerun`).
+        """
+        self.inputs.plan_rerun(self.record, lambda case: [writer.path(case) for writer in self.writers])
         return Dataset(data=self.inputs.pending, transform=self.preprocessing)
 
     @cached_property
@@ -120,9 +157,10 @@ class CaseInference:
         return loaders + self.extra_handlers + [StatsHandler(iteration_log=False), ProgressBar(persist=False)]
 
     def postprocessing_with_writers(self, postprocessing: Callable | None = None) -> Compose:
-        """``postprocessing`` (the bundle's, by default) followed by the writers."""
+        """``postprocessing`` (the bundle's, by default) followed by the case's record and the writers."""
         chosen = self.postprocessing if postprocessing is None else postprocessing
-        return Compose(([chosen] if chosen is not None else []) + self.writers)
+        recorded = RecordedWriters(self.writers, self.inputs.output_dir, lambda: self.record)
+        return Compose(([chosen] if chosen is not None else []) + [recorded])
 
     @cached_property
     def evaluator(self) -> SupervisedEvaluator:

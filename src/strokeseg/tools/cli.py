@@ -16,6 +16,7 @@ from pathlib import Path
 import fire
 
 from strokeseg.errors import BundleError, StrokesegError
+from strokeseg.grids import GRID_TOLERANCE_MM
 from strokeseg.knobs import KnobError, as_bool, as_int
 from strokeseg.runtime.hardware import enable_huge_pages
 from strokeseg.tools.frontdoor import infer_command, resolve_bundle, run_streaming, train_commands
@@ -109,6 +110,7 @@ def evaluate(
     small_lesion_voxels: float | None = None,
     figures: bool = True,
     allow_missing: bool = False,
+    grid_tolerance_mm: float = GRID_TOLERANCE_MM,
 ) -> str:
     """Compare a folder of predictions with a label folder or a datalist JSON and write a report.
 
@@ -123,6 +125,8 @@ def evaluate(
         small_lesion_voxels: mean lesion size splitting small/large cases (default: the cohort mean).
         figures: write PNG figures.
         allow_missing: evaluate the cases present on both sides and warn about the others (default: error).
+        grid_tolerance_mm: largest difference between the affine entries of a prediction and its reference (mm)
+            that still counts as the same grid (e.g. 0.01 for files rounded by an export).
     """
     from strokeseg.metrics.report import evaluate_folders  # lazy: 6.3 s at start-up (MONAI)
 
@@ -137,6 +141,7 @@ def evaluate(
             small_lesion_voxels=small_lesion_voxels,
             figures=as_bool(figures, "figures"),
             allow_missing=as_bool(allow_missing, "allow_missing"),
+            grid_tolerance_mm=grid_tolerance_mm,
         )
     )
 

@@ -101,9 +101,20 @@ def _run_bundle(bundle_src: Path, out: Path, data_dir: Path, quick: bool) -> Bun
         )
     pred_dir = work / "test_predictions"
     infer_config = config_arg(["configs/inference.json", *quick_file])
+    # a second demo into the same folder retrains, so its predictions are recomputed rather than refused
     run.times["inference"] = _monai(
         "run",
-        ["--config_file", infer_config, *common[:4], "--output_dir", str(pred_dir), "--infer_split", "test"],
+        [
+            "--config_file",
+            infer_config,
+            *common[:4],
+            "--output_dir",
+            str(pred_dir),
+            "--infer_split",
+            "test",
+            "--overwrite",
+            "true",
+        ],
         logs / "inference.log",
         cwd=bundle,
     )

@@ -8,19 +8,32 @@ last lines of the log).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BundleRun", "run_monai_bundle", "monai_bundle_command", "config_arg", "override_args", "child_env"]
+__all__ = [
+    "BundleRun",
+    "run_monai_bundle",
+    "run_tied",
+    "monai_bundle_command",
+    "config_arg",
+    "override_args",
+    "child_env",
+]
 
 TAIL_LINES = 30
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 # the last line of a Python traceback: "ZeroDivisionError: division by zero", "monai.x.SomeError: ..."
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)\b(?::|$)")
@@ -38,11 +51,17 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def config_arg(files: Sequence[str | Path]) -> str:
-    """``--config_file`` value: one file as is, several as MONAI's list syntax ``['a','b']``."""
+    """``--config_file`` value: one file as is, several as a JSON list ``["a", "b"]``.
+
+    ``python -m monai.bundle`` reads its arguments with python-fire, which evaluates a bracketed value as a
+    Python literal: a JSON list of strings is one whatever the paths hold (quotes, apostrophes, commas, spaces,
+    backslashes, non-ASCII letters, which ``json.dumps`` escapes), where a hand-quoted ``['a','b']`` breaks on
+    the first apostrophe.
+    """
     names = [str(f) for f in files]
     if len(names) == 1:
         return names[0]
-    return "[" + ",".join(f"'{name}'" for name in names) + "]"
+    return json.dumps(names)
 
 
 def override_args(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
@@ -51,8 +70,6 @@ def override_args(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[s
         return []
     if not isinstance(overrides, Mapping):
         return [str(a) for a in overrides]
-    import json
-
     args: list[str] = []
     for key, value in overrides.items():
         text = value if isinstance(value, str) else json.dumps(value)
@@ -153,3 +170,98 @@ def run_monai_bundle(
         encoding="utf-8",
     )
     return BundleRun(label or verb, returncode, stdout, stderr, seconds, log_path)
+
+
+def _tie_to_parent() -> Callable[[], None]:
+    """``preexec_fn`` of a child that must not outlive this process: its own process group, and on Linux a
+    ``SIGKILL`` from the kernel when this process dies, however it dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    Neither ``subprocess`` nor MONAI offers a parent-death signal, so it is set here through ``ctypes``; libc is
+    loaded before the fork, and a parent that died before the ``prctl`` (the child then has another parent)
+    ends the child at once.
+    """
+    parent = os.getpid()
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes  # lazy: only the front door launches tied children
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(128 + int(signal.SIGKILL))
+
+    return preexec
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to the process group ``pgid`` (the tied child and the processes it started)."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_tied(
+    command: Sequence[str],
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    grace_s: float = 10.0,
+) -> int:
+    r"""Run ``command`` with this terminal's output, as a child that lives and dies with this process.
+
+    The child gets a process group of its own, which this process signals: a ``SIGTERM``, ``SIGINT`` or
+    ``SIGHUP`` received here is forwarded to the whole group (the ``python -m monai.bundle`` child and its data
+    loader workers), ``SIGKILL``\ ed after ``grace_s`` seconds if it is still running, and whatever is left of
+    the group when this function returns or raises is killed. A ``SIGKILL`` of this process, which no handler
+    sees, kills the child through the kernel's parent-death signal (Linux). ``subprocess.run`` does none of
+    this: a killed front process left its child running and writing, re-parented to PID 1.
+
+    Args:
+        command: the program and its arguments (no shell).
+        cwd: working folder.
+        env: the child's whole environment (default: :func:`child_env`).
+        grace_s: seconds between the forwarded signal and the ``SIGKILL``.
+
+    Returns:
+        The child's exit code; ``128 + N`` when signal ``N`` stopped this process or the child.
+    """
+    proc = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env) if env is not None else child_env(),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_tie_to_parent(),
+    )
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        _signal_group(proc.pid, signum)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        handlers = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        deadline = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.2 if received else None)
+                break
+            except subprocess.TimeoutExpired:
+                deadline = deadline or time.monotonic() + grace_s
+                if time.monotonic() > deadline:
+                    _signal_group(proc.pid, signal.SIGKILL)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        # a pid stays reserved while it names a live process group, so this cannot reach a stranger
+        _signal_group(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait()
+    if received:
+        return 128 + received[0]
+    return code if code >= 0 else 128 - code

@@ -4,9 +4,10 @@ MONAI's ``SaveImaged`` names outputs after the input file stem (for ISLES 2022 t
 ``sub-…_ses-…_dwi``, not the case) and writes in place, so a crash can leave a truncated file under
 the final name. This transform reuses MONAI's ``NibabelWriter`` for the NIfTI encoding (affine taken
 from the MetaTensor, so the prediction overlays its input in any viewer) and adds the two things it
-lacks: case naming from the datalist entry and write-to-temporary-then-``os.replace``. A process killed
-while writing leaves at most a hidden ``.partial-<pid>-…`` file, never a half-written file under the final
-name; the next inference run removes it (:func:`strokeseg.runtime.inputs.remove_stale_partials`).
+lacks: case naming from the datalist entry and write-to-temporary-then-``os.replace``; the affine is written
+as the MetaTensor holds it (MONAI's writer resamples even with ``resample=False`` and fails on permuted axes).
+A process killed while writing leaves at most a hidden ``.partial-<pid>-…`` file, never a half-written file under
+the final name; the next inference run removes it (:func:`strokeseg.runtime.inputs.remove_stale_partials`).
 
 In a bundle the savers are the ``writers`` of ``inference.json``, which the evaluator runs after the
 tensor-only ``postprocessing`` (what a MONAI Deploy client runs), so the case name is needed only here.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelWriter
+from monai.data.utils import to_affine_nd
 from monai.transforms import MapTransform, Transform
 
 from strokeseg.atomic_io import atomic_path
@@ -51,14 +53,21 @@ class SaveCasePrediction(Transform):
         self.output_dtype = np.dtype(output_dtype)
         self.channel = channel
 
+    def path(self, case: str) -> Path:
+        """The file written for ``case``."""
+        return self.output_dir / case / f"{case}_{self.postfix}.nii.gz"
+
     def __call__(self, img: torch.Tensor, case: str) -> Path:
         if not isinstance(img, MetaTensor):
             raise TypeError(f"{case}: expected a MetaTensor carrying the affine to save, got {type(img).__name__}")
         data = img if self.channel is None else img[self.channel : self.channel + 1]
-        final = self.output_dir / case / f"{case}_{self.postfix}.nii.gz"
+        final = self.path(case)
         writer = NibabelWriter(output_dtype=self.output_dtype)
         writer.set_data_array(data.detach().cpu(), channel_dim=0)
-        writer.set_metadata({"affine": data.affine, "original_affine": data.affine}, resample=False)
+        # not ``set_metadata(resample=False)``: that still runs MONAI's ``SpatialResample``, which fails on a
+        # single-channel volume whose affine permutes the axes (sagittal storage: "Affine ... is not invertible");
+        # the data are on their own grid already, so the affine is taken as it is
+        writer.affine = to_affine_nd(3, np.asarray(data.affine.detach().cpu(), dtype=np.float64))
         try:
             with atomic_path(final) as tmp:
                 writer.write(tmp)
@@ -86,6 +95,10 @@ class SaveCasePredictiond(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.case_key = case_key
         self.saver = SaveCasePrediction(output_dir, postfix=postfix, output_dtype=output_dtype, channel=channel)
+
+    def path(self, case: str) -> Path:
+        """The file written for ``case``."""
+        return self.saver.path(case)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

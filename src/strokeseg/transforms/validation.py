@@ -13,6 +13,8 @@ error that never says which file. Two transforms fail early instead:
   dimensionality (3-D volume or 4-D series), and that the files of one case share one grid. It passes
   tensors through untouched, so a client that feeds tensors (the MONAI Deploy App SDK, which drops
   ``LoadImage``) can run the same ``preprocessing``.
+  A folder path is a DICOM series (:mod:`strokeseg.dicom`: exactly one series, its grid read without its
+  pixels, as ``LoadImaged`` will load it with ITK), and a lone DICOM slice file is refused in one line.
 * :class:`CheckImaged` (after ``EnsureChannelFirstd``): channel count, dimensionality, NaN/Inf, all-zero.
 """
 
@@ -33,7 +35,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from strokeseg.dicom import is_dicom_file, lone_dicom_file_error, read_series_info
 from strokeseg.errors import DataError
+from strokeseg.grids import GRID_TOLERANCE_MM, affines_match, grid_tolerance
 from strokeseg.knobs import BoolKnob, as_bool
 
 __all__ = [
@@ -54,8 +58,8 @@ DEFAULT_MAX_VOXELS = 1 << 29
 ≤ 256 × 256 × 200 and the 4-D perfusion series ≤ 256 × 256 × 32 × 80 (≈ 168 M); a header beyond this is
 corrupt or not one scan, and refusing it avoids allocating its size."""
 
-GRID_TOLERANCE = 1e-3
-"""Affine entries (mm) closer than this are the same grid (as :mod:`strokeseg.data.datalist`)."""
+GRID_TOLERANCE = GRID_TOLERANCE_MM
+"""Default of ``grid_tolerance_mm``: affine entries (mm) closer than this are the same grid (:mod:`strokeseg.grids`)."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -158,8 +162,10 @@ def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
+    if path.is_dir():
+        return _dicom_series_header(path, ndim, max_voxels)
     if not path.is_file():
-        raise DataError(f"{path}: is a folder, not a NIfTI file")
+        raise DataError(f"{path}: is not a regular file (nor a DICOM series folder)")
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
@@ -171,6 +177,8 @@ def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = 
     start = _read_start(path, gz, size)
     version = _nifti_version(start)
     if version is None:
+        if is_dicom_file(path):
+            raise lone_dicom_file_error(path)
         if len(start) < 348:
             raise DataError(f"{path}: is not a NIfTI file or is truncated ({len(start)} bytes, a header needs 348)")
         raise DataError(f"{path}: is not a NIfTI file (no NIfTI-1/2 header)")
@@ -232,6 +240,25 @@ def read_nifti_header(path: str | os.PathLike, ndim: int = 3, max_voxels: int = 
     return NiftiInfo(path=path, shape=shape, affine=affine, spacing=spacing)  # type: ignore[arg-type]
 
 
+def _dicom_series_header(folder: Path, ndim: int, max_voxels: int) -> NiftiInfo:
+    """The grid of a DICOM series folder (:func:`strokeseg.dicom.read_series_info`), checked like a NIfTI header.
+
+    Raises:
+        DataError: not one readable series (see :func:`~strokeseg.dicom.read_series_info`), more than
+            ``max_voxels`` voxels, or a 4-D series is expected (a DICOM series folder is one 3-D volume).
+    """
+    info = read_series_info(folder)
+    if ndim == 4:
+        raise DataError(f"{folder}: is a DICOM series folder (one 3-D volume); a 4-D series is expected (as NIfTI)")
+    voxels = int(np.prod(info.shape, dtype=np.int64))
+    if voxels > max_voxels:
+        raise DataError(
+            f"{folder}: the DICOM series is {_shape_text(info.shape)} = {voxels:.3g} voxels, more than the "
+            f"{max_voxels:.3g} accepted"
+        )
+    return NiftiInfo(path=folder, shape=info.shape, affine=info.affine, spacing=info.spacing)
+
+
 def _paths(value: object) -> list[str] | None:
     """The file path(s) of a datalist value, or ``None`` for anything else (a tensor, an array)."""
     if isinstance(value, (str, os.PathLike)):
@@ -241,7 +268,7 @@ def _paths(value: object) -> list[str] | None:
     return None
 
 
-def _check_same_grid(infos: Sequence[NiftiInfo]) -> None:
+def _check_same_grid(infos: Sequence[NiftiInfo], tolerance_mm: float = GRID_TOLERANCE_MM) -> None:
     reference = infos[0]
     for other in infos[1:]:
         if other.grid_shape != reference.grid_shape:
@@ -249,11 +276,12 @@ def _check_same_grid(infos: Sequence[NiftiInfo]) -> None:
                 f"{other.path}: grid {_shape_text(other.grid_shape)} differs from {reference.path} "
                 f"({_shape_text(reference.grid_shape)}); a case's volumes must share one grid"
             )
-        if not np.allclose(other.affine, reference.affine, rtol=0.0, atol=GRID_TOLERANCE):
+        if not affines_match(other.affine, reference.affine, tolerance_mm):
             worst = float(np.abs(other.affine - reference.affine).max())
             raise DataError(
-                f"{other.path}: affine differs from {reference.path} by up to {worst:.3g} mm; a case's volumes "
-                "must share one grid (resample them onto one grid first)"
+                f"{other.path}: affine differs from {reference.path} by up to {worst:.3g} mm (tolerance "
+                f"{grid_tolerance(tolerance_mm):g} mm, grid_tolerance_mm); a case's volumes must share one grid "
+                "(resample them onto one grid first)"
             )
 
 
@@ -264,16 +292,27 @@ class CheckNiftiHeaders(Transform):
         ndim: ``3`` (volumes) or ``4`` (one 4-D series per file).
         max_voxels: largest accepted file (voxels).
         same_grid: the files of the value must share shape and affine.
+        grid_tolerance_mm: largest difference between affine entries (mm) that still counts as one grid.
 
     Returns the value unchanged; a value that is not a path (a tensor) passes through unchecked.
+
+    Raises:
+        KnobError: ``grid_tolerance_mm`` is not a number >= 0.
     """
 
-    def __init__(self, ndim: int = 3, max_voxels: int = DEFAULT_MAX_VOXELS, same_grid: bool = True) -> None:
+    def __init__(
+        self,
+        ndim: int = 3,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        same_grid: bool = True,
+        grid_tolerance_mm: float = GRID_TOLERANCE_MM,
+    ) -> None:
         if ndim not in (3, 4):
             raise ValueError(f"ndim must be 3 or 4, got {ndim}")
         self.ndim = ndim
         self.max_voxels = int(max_voxels)
         self.same_grid = same_grid
+        self.grid_tolerance_mm = grid_tolerance(grid_tolerance_mm)
 
     def infos(self, value: object) -> list[NiftiInfo]:
         """Header information of each file of ``value`` (``[]`` for a non-path value).
@@ -286,7 +325,7 @@ class CheckNiftiHeaders(Transform):
             return []
         infos = [read_nifti_header(p, self.ndim, self.max_voxels) for p in paths]
         if self.same_grid and len(infos) > 1:
-            _check_same_grid(infos)
+            _check_same_grid(infos, self.grid_tolerance_mm)
         return infos
 
     def __call__(self, value: object) -> object:
@@ -305,6 +344,11 @@ class CheckNiftiHeadersd(MapTransform):
             key. A 4-D series is compared on its first three dimensions.
         max_voxels: largest accepted file (voxels).
         allow_missing_keys: don't fail on an absent key (an optional extra).
+        grid_tolerance_mm: largest difference between affine entries (mm) that still counts as one grid (a
+            bundle's ``grid_tolerance_mm`` knob).
+
+    Raises:
+        KnobError: ``grid_tolerance_mm`` is not a number >= 0.
     """
 
     def __init__(
@@ -314,11 +358,16 @@ class CheckNiftiHeadersd(MapTransform):
         same_grid_keys: KeysCollection | None = None,
         max_voxels: int = DEFAULT_MAX_VOXELS,
         allow_missing_keys: bool = False,
+        grid_tolerance_mm: float = GRID_TOLERANCE_MM,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         ndims = dict(ndim) if isinstance(ndim, Mapping) else {}
+        self.grid_tolerance_mm = grid_tolerance(grid_tolerance_mm)
         self.checkers = {
-            key: CheckNiftiHeaders(ndims.get(key, 3) if ndims else int(ndim), max_voxels) for key in self.keys
+            key: CheckNiftiHeaders(
+                ndims.get(key, 3) if ndims else int(ndim), max_voxels, grid_tolerance_mm=self.grid_tolerance_mm
+            )
+            for key in self.keys
         }
         if same_grid_keys is None:
             self.same_grid_keys = tuple(self.keys)
@@ -333,7 +382,7 @@ class CheckNiftiHeadersd(MapTransform):
             if key in self.same_grid_keys:
                 grid += infos
         if len(grid) > 1:
-            _check_same_grid(grid)
+            _check_same_grid(grid, self.grid_tolerance_mm)
         return d
 
 
