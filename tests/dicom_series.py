@@ -6,6 +6,7 @@ written as a 2-D image with the tags a reader needs (position, orientation, spac
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,16 @@ def write_dicom_series(
     """
     import itk
 
+    # GDCM's writer leaves the process in the "C" locale (ASCII as Python's default text encoding), which would
+    # break every later open() of a UTF-8 file in this test process: put the locale back afterwards
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_slices(itk, volume, affine, folder, series, prefix)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(itk, volume: np.ndarray, affine: np.ndarray, folder: Path, series: int, prefix: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
     spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))

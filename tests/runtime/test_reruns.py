@@ -67,6 +67,17 @@ def test_a_case_is_skipped_only_when_its_record_matches_and_lists_every_wanted_o
     assert check_case(tmp_path, "c", NOW, [seg]).action == "run"
 
 
+def test_this_runs_record_is_made_only_for_a_case_with_a_record_to_compare(tmp_path: Path) -> None:
+    def no_weights_yet() -> RunRecord:  # hashing would need weight files that a fresh bundle does not have
+        raise BundleError("checkpoint models/model.pt not found")
+
+    assert check_case(tmp_path, "c", no_weights_yet, ["c_seg.nii.gz"]).action == "run"
+    _case(tmp_path, "c", NOW, ["c_seg.nii.gz"])
+    assert check_case(tmp_path, "c", lambda: NOW, ["c_seg.nii.gz"]).action == "skip"
+    with pytest.raises(BundleError, match="not found"):
+        check_case(tmp_path, "c", no_weights_yet, ["c_seg.nii.gz"])
+
+
 def test_another_runs_or_unrecorded_or_unreadable_outputs_are_refused(tmp_path: Path) -> None:
     other = RunRecord("EDD", "0.2.1", {"models/model.pt": "b" * 64}, NOW.options)
     _case(tmp_path, "c", other, ["c_seg.nii.gz"])

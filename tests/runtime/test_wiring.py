@@ -95,7 +95,9 @@ def test_one_case_is_inferred_and_its_mask_written(tmp_path):
     assert not (tmp_path / "out" / "c1" / "c1_prob.nii.gz").exists()
     sha = hashlib.sha256((tmp_path / "models" / "model.pt").read_bytes()).hexdigest()
     now = RunRecord("threshold", "1.0", {"models/model.pt": sha}, {"threshold": [0.5]})
-    assert cases.planned == (now, [[tmp_path / "out" / "c1" / "c1_seg.nii.gz"]])
+    planned_record, planned_outputs = cases.planned
+    assert planned_record() == now  # lazy: the weights are hashed only where a case has a record to compare with
+    assert planned_outputs == [[tmp_path / "out" / "c1" / "c1_seg.nii.gz"]]
     assert read_record(tmp_path / "out" / "c1" / "c1_provenance.json") == (now, ["c1_seg.nii.gz"])
 
 

@@ -299,14 +299,17 @@ class InferenceCases:
                 "skipping them (--overwrite true runs them again)"
             )
 
-    def plan_rerun(self, now: RunRecord, outputs_for: Callable[[str], Sequence[Path]]) -> None:
+    def plan_rerun(
+        self, now: RunRecord | Callable[[], RunRecord], outputs_for: Callable[[str], Sequence[Path]]
+    ) -> None:
         """Decide which cases this run skips (``done``) and which it runs (``pending``), from each case's record.
 
         A case is skipped when its record matches ``now`` and lists every output this run writes (``outputs_for``
         and the bundle description's ``inference_outputs``), all present; with ``overwrite`` every case runs.
 
         Args:
-            now: this run's bundle, weights and options.
+            now: this run's bundle, weights and options, or a callable that makes them (called only for a case that
+                has a record to compare with).
             outputs_for: the files this run writes for a case.
 
         Raises:

@@ -176,13 +176,16 @@ class CaseCheck:
     reason: str = ""
 
 
-def check_case(output_dir: str | Path, case: str, now: RunRecord, wanted: Sequence[str | Path]) -> CaseCheck:
+def check_case(
+    output_dir: str | Path, case: str, now: RunRecord | Callable[[], RunRecord], wanted: Sequence[str | Path]
+) -> CaseCheck:
     """Whether this run (``now``, asking for the files ``wanted``) may skip ``case``, must run it, or must refuse.
 
     Args:
         output_dir: the run's output folder.
         case: the case name.
-        now: this run's bundle, weights and options.
+        now: this run's bundle, weights and options, or a callable that makes them: it is called only when the case
+            has a record to compare with (hashing the weights needs them to exist; a fresh output folder does not).
         wanted: the output files this run writes for the case (paths, or names in the case folder).
     """
     folder = Path(output_dir) / case
@@ -199,7 +202,7 @@ def check_case(output_dir: str | Path, case: str, now: RunRecord, wanted: Sequen
         then, outputs = read_record(record_file)
     except DataError as exc:
         return CaseCheck(case, "refuse", str(exc).replace(f"{record_file}: ", f"its record {record_file.name} is "))
-    differences = then.differences(now)
+    differences = then.differences(now() if callable(now) else now)
     if differences:
         return CaseCheck(case, "refuse", "; ".join(differences))
     if all(name in outputs and (folder / name).is_file() for name in names):

@@ -123,7 +123,7 @@ class CaseInference:
             DataError: the output folder holds another run's outputs (see
                 :meth:`~strokeseg.runtime.inputs.InferenceCases.plan_rerun`).
         """
-        self.inputs.plan_rerun(self.record, lambda case: [writer.path(case) for writer in self.writers])
+        self.inputs.plan_rerun(lambda: self.record, lambda case: [writer.path(case) for writer in self.writers])
         return Dataset(data=self.inputs.pending, transform=self.preprocessing)
 
     @cached_property

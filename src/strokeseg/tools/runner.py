@@ -46,6 +46,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["OMP_NUM_THREADS"] = threads
     env.setdefault("MKL_NUM_THREADS", threads)
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PYTHONIOENCODING", "utf-8")  # read back as UTF-8 by the parent, whatever the locale
     env.update(extra or {})
     return env
 
@@ -153,7 +154,8 @@ def run_monai_bundle(
             cwd=cwd,
             env=child_env(env),
             capture_output=True,
-            text=True,
+            encoding="utf-8",  # the child writes UTF-8 (names, ×, …) whatever this process's locale is
+            errors="replace",
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )

@@ -90,7 +90,13 @@ def _run_torchscript(ts_file: Path, input_file: Path, output_file: Path, cwd: Pa
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            command, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S
+            command,
+            cwd=cwd,
+            env=child_env(),
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=EXPORT_TIMEOUT_S,
         )
         code, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired:
