@@ -409,6 +409,10 @@ def test_grid_mismatch_names_both_files(tmp_path):
         DataError, match=r"grid mismatch: .*MR_DWI.*affine .* vs .*MR_T2.*affine \[\[1\.0, 0\.0, 0\.0, 0\.01\]"
     ):
         build_datalist(layout, other)
+    assert len(build_datalist(layout, other, grid_tolerance_mm=0.02)["training"]) == 1  # the knob widens it
+    assert len(cases_for(other, layout, "trainval", 0, 1, grid_tolerance_mm=0.02)) == 1
+    with pytest.raises(DataError, match=r"±0\.001 mm; --grid_tolerance_mm"):
+        cases_for(other, layout, "trainval", 0, 1)
     _write(paths["MR_T2"], affine=_affine(x0=0.0005))  # within tolerance
     assert len(build_datalist(layout, other)["training"]) == 1
 

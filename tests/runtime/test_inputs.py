@@ -81,6 +81,18 @@ def test_dataset_root_delegates_to_cases_for(tmp_path: Path) -> None:
     assert adc_only[0]["image"] == [str(unlabelled["adc"].resolve())]
 
 
+def test_grid_tolerance_reaches_the_discovery_of_a_dataset_root(tmp_path: Path) -> None:
+    paths = _isles2022_subject(tmp_path, 2, label=False)
+    shifted = nib.load(str(paths["adc"]))
+    affine = shifted.affine.copy()
+    affine[0, 3] += 0.01  # 10 µm: an export's rounding
+    nib.save(nib.Nifti1Image(np.asarray(shifted.dataobj), affine), str(paths["adc"]))
+    with pytest.raises(DataError, match="grid mismatch"):
+        inference_cases(tmp_path, "isles2022", split="test", num_folds=1)
+    found = inference_cases(tmp_path, "isles2022", split="test", num_folds=1, grid_tolerance_mm=0.02)
+    assert [e["case"] for e in found] == ["sub-strokecase0002"]
+
+
 def test_datalist_json_is_accepted(tmp_path: Path) -> None:
     root = tmp_path / "isles"
     _isles2022_subject(root, 1, label=True)

@@ -57,6 +57,7 @@ from strokeseg.data.discovery import DiscoveredCase, case_folders, check_case_gr
 from strokeseg.data.headers import AFFINE_TOLERANCE, FileGrid
 from strokeseg.data.layouts import Layout, get_layout
 from strokeseg.errors import DataError
+from strokeseg.grids import GRID_TOLERANCE_MM
 
 __all__ = ["SPLITS", "build_datalist", "write_datalist", "load_datalist", "cases_for", "select_split"]
 
@@ -116,7 +117,12 @@ def _assign_folds(patient_sizes: dict[str, int], num_folds: int, seed: int) -> d
 
 
 def build_datalist(
-    layout: str | Layout, root: str | Path, folds: int = 5, seed: int = 0, allow_incomplete: bool = False
+    layout: str | Layout,
+    root: str | Path,
+    folds: int = 5,
+    seed: int = 0,
+    allow_incomplete: bool = False,
+    grid_tolerance_mm: float = GRID_TOLERANCE_MM,
 ) -> dict:
     """Discover every case of an ISLES tree and return its decathlon-style datalist with per-patient folds.
 
@@ -129,6 +135,7 @@ def build_datalist(
         seed: seed of the per-patient fold shuffle.
         allow_incomplete: skip (with a warning, and a ``"skipped"`` record) cases that are incomplete or
             broken instead of raising.
+        grid_tolerance_mm: largest difference between affine entries (mm) of one case's files.
 
     Returns:
         ``{"layout", "modalities", "extras", "num_folds", "seed", "training", "testing", "skipped"}``; the
@@ -158,7 +165,7 @@ def build_datalist(
     for info in infos:
         try:
             case = discover_case(spec, root, info)
-            check_case_grids(case, spec, root)
+            check_case_grids(case, spec, root, grid_tolerance_mm)
         except DataError as exc:
             if not allow_incomplete:
                 raise
@@ -295,6 +302,7 @@ def cases_for(
     num_folds: int = 5,
     seed: int = 0,
     modalities: Sequence[str] | None = None,
+    grid_tolerance_mm: float = GRID_TOLERANCE_MM,
 ) -> list[dict]:
     """Cases of one split, as bundle configs ask for them (``$strokeseg.data.datalist.cases_for(...)``).
 
@@ -309,6 +317,7 @@ def cases_for(
         num_folds: number of folds K.
         seed: fold shuffle seed (dataset roots only).
         modalities: tokens the ``image`` list keeps, in this order (default: all, in layout order).
+        grid_tolerance_mm: largest difference between affine entries (mm) of one case's files (dataset roots).
 
     Returns:
         Entries (dicts, absolute path strings), in datalist order: same inputs, same list.
@@ -332,7 +341,7 @@ def cases_for(
                 f"rebuild it with `strokeseg datalist {layout} ROOT --folds {num_folds}`"
             )
     else:
-        data = build_datalist(layout, source, folds=num_folds, seed=seed)
+        data = build_datalist(layout, source, folds=num_folds, seed=seed, grid_tolerance_mm=grid_tolerance_mm)
 
     return select_split(data, split, fold, num_folds, modalities)
 

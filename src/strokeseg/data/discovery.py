@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from strokeseg.data.headers import AFFINE_TOLERANCE, FileGrid, grid_text, read_grid, same_grid, shown_path
+from strokeseg.data.headers import FileGrid, grid_text, read_grid, same_grid, shown_path
 from strokeseg.data.layouts import Layout, modality_token
 from strokeseg.dicom import is_dicom_file, is_dicom_folder, lone_dicom_file_error
 from strokeseg.errors import DataError
+from strokeseg.grids import GRID_TOLERANCE_MM
 from strokeseg.naming import nifti_stem
 
 __all__ = [
@@ -70,8 +71,16 @@ def subfolders(folder: Path) -> list[Path]:
     )
 
 
-def check_case_grids(case: DiscoveredCase, layout: Layout, root: Path) -> None:
+def check_case_grids(
+    case: DiscoveredCase, layout: Layout, root: Path, grid_tolerance_mm: float = GRID_TOLERANCE_MM
+) -> None:
     """Read every header of ``case`` and check ``image``, label and same-grid extras share one grid.
+
+    Args:
+        case: the discovered case.
+        layout: its layout (which extras must share the grid).
+        root: the dataset root (paths in messages are shown relative to it).
+        grid_tolerance_mm: largest difference between affine entries (mm) that still counts as one grid.
 
     Raises:
         DataError: a file is unreadable, or two files that must share a grid do not (both are named).
@@ -86,10 +95,11 @@ def check_case_grids(case: DiscoveredCase, layout: Layout, root: Path) -> None:
             headers.append(header)
     reference = headers[0]
     for other in headers[1:]:
-        if not same_grid(reference, other):
+        if not same_grid(reference, other, grid_tolerance_mm):
             raise DataError(
                 f"{case.name}: grid mismatch: {grid_text(reference, root)} vs {grid_text(other, root)}; "
-                f"image volumes, label and same-grid extras must share shape and affine (±{AFFINE_TOLERANCE} mm)"
+                "image volumes, label and same-grid extras must share shape and affine "
+                f"(±{grid_tolerance_mm} mm; --grid_tolerance_mm)"
             )
     case.grid = reference
 

@@ -44,6 +44,7 @@ from strokeseg.data.datalist import build_datalist, cases_for, select_split
 from strokeseg.data.discovery import narrowed_layout, standalone_volumes
 from strokeseg.data.layouts import get_layout
 from strokeseg.errors import BundleError, DataError
+from strokeseg.grids import GRID_TOLERANCE_MM, grid_tolerance
 from strokeseg.knobs import BoolKnob, as_bool
 from strokeseg.naming import case_name, nifti_stem
 from strokeseg.runtime.description import describe_bundle
@@ -83,6 +84,7 @@ def inference_cases(
     modalities: Sequence[str] | None = None,
     skip_bad_cases: bool = False,
     extras: Sequence[str] | None = None,
+    grid_tolerance_mm: float = GRID_TOLERANCE_MM,
 ) -> list[dict]:
     """Cases to run inference on, as datalist entries with absolute ``image`` paths and a ``case`` name.
 
@@ -99,6 +101,7 @@ def inference_cases(
             instead of stopping discovery.
         extras: the layout's extra files (keys) the bundle's inference reads; a dataset root's cases need only
             these (``None``: every extra the layout requires).
+        grid_tolerance_mm: largest difference between affine entries (mm) of one case's files.
 
     Raises:
         DataError: ``source`` does not exist, is a single DICOM file, or holds no case.
@@ -114,11 +117,13 @@ def inference_cases(
         with warnings.catch_warnings():
             if skip_bad_cases:
                 warnings.simplefilter("ignore")  # the skipped cases are reported at the end of the run
-            data = build_datalist(spec, path, folds=num_folds, seed=seed, allow_incomplete=skip_bad_cases)
+            data = build_datalist(
+                spec, path, num_folds, seed, allow_incomplete=skip_bad_cases, grid_tolerance_mm=grid_tolerance_mm
+            )
         cases = select_split(data, split, fold, num_folds, modalities)
         cases += [{"case": item["case"], BAD_CASE_KEY: item["reason"]} for item in data.get("skipped", [])]
     else:
-        cases = cases_for(path, layout, split, fold, num_folds, seed, modalities)
+        cases = cases_for(path, layout, split, fold, num_folds, seed, modalities, grid_tolerance_mm)
     if not cases:
         raise DataError(f"{path}: no {split!r} case found for layout {layout} (try --infer_split all)")
     return cases
@@ -227,7 +232,8 @@ class InferenceCases:
     """The cases a batch inference run processes, with the bookkeeping shared by every bundle.
 
     Args:
-        source, layout, split, fold, num_folds, seed, modalities, extras: as :func:`inference_cases`.
+        source, layout, split, fold, num_folds, seed, modalities, extras, grid_tolerance_mm: as
+            :func:`inference_cases` (``grid_tolerance_mm``: the bundle's knob, any number spelling).
         output_dir: where the predictions go; checked (created, writable) now.
         bundle_root: the bundle, whose description names the files inference writes per case.
         skip_bad_cases: skip bad cases and list them at the end (see the module docstring).
@@ -265,6 +271,7 @@ class InferenceCases:
         min_input_shape: Sequence[int | None] | None = None,
         resampled_spacing_mm: Sequence[float | None] | None = None,
         spacing_factor: float = SPACING_FACTOR,
+        grid_tolerance_mm: float = GRID_TOLERANCE_MM,
     ) -> None:
         self.output_dir = check_output_dir(output_dir)
         self.outputs = describe_bundle(bundle_root).inference_outputs
@@ -274,7 +281,10 @@ class InferenceCases:
         if removed:
             logger.info(f"removed {len(removed)} temporary file(s) of an interrupted earlier run in {self.output_dir}")
         _check_single_files(Path(source), layout, modalities)
-        found = inference_cases(source, layout, split, fold, num_folds, seed, modalities, self.skip_bad_cases, extras)
+        tolerance = grid_tolerance(grid_tolerance_mm)
+        found = inference_cases(
+            source, layout, split, fold, num_folds, seed, modalities, self.skip_bad_cases, extras, tolerance
+        )
         self.bad: list[tuple[str, str]] = [(c["case"], c[BAD_CASE_KEY]) for c in found if BAD_CASE_KEY in c]
         self.cases = [c for c in found if BAD_CASE_KEY not in c]
         self.grid_warnings = warn_untrained_grids(

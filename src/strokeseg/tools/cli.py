@@ -16,7 +16,7 @@ from pathlib import Path
 import fire
 
 from strokeseg.errors import BundleError, StrokesegError
-from strokeseg.grids import GRID_TOLERANCE_MM
+from strokeseg.grids import GRID_TOLERANCE_MM, grid_tolerance
 from strokeseg.knobs import KnobError, as_bool, as_int
 from strokeseg.runtime.hardware import enable_huge_pages
 from strokeseg.tools.frontdoor import infer_command, resolve_bundle, run_streaming, train_commands
@@ -68,6 +68,7 @@ def datalist(
     folds: int = 5,
     seed: int = 0,
     allow_incomplete: bool = False,
+    grid_tolerance_mm: float = GRID_TOLERANCE_MM,
 ) -> str:
     """Discover the cases of a real (or synthetic) ISLES tree and write a MONAI datalist JSON.
 
@@ -78,11 +79,13 @@ def datalist(
         folds: number of cross-validation folds (assigned per patient where derivable).
         seed: seed of the fold assignment.
         allow_incomplete: skip incomplete cases with a warning instead of failing.
+        grid_tolerance_mm: largest difference between affine entries (mm) of one case's files.
     """
     from strokeseg.data.datalist import build_datalist, write_datalist  # lazy: 6.8 s at start-up (MONAI)
 
     incomplete = as_bool(allow_incomplete, "allow_incomplete")
-    data = build_datalist(layout, root, folds=folds, seed=seed, allow_incomplete=incomplete)
+    tolerance = grid_tolerance(grid_tolerance_mm)
+    data = build_datalist(layout, root, folds, seed, allow_incomplete=incomplete, grid_tolerance_mm=tolerance)
     return str(write_datalist(data, out if out is not None else f"{root}/datalist.json"))
 
 
